@@ -1,0 +1,57 @@
+"""The ``dcsnas`` command.
+
+Each subcommand lives in a module of :mod:`dcsnas.commands` that defines ``register(subparsers)``; the
+modules are discovered here, so adding a command touches no shared file. Command modules import heavy
+dependencies inside their handlers, so ``dcsnas --help`` stays fast.
+
+User errors (:class:`~dcsnas.errors.DcsnasError`) print ``dcsnas: error: <message>`` and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+
+from dcsnas import __version__
+from dcsnas.errors import DcsnasError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import dcsnas.commands as commands
+
+    parser = argparse.ArgumentParser(
+        prog="dcsnas",
+        description="Person re-identification with self-attention and differentiable architecture search.",
+    )
+    parser.add_argument("--version", action="version", version=f"dcsnas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"dcsnas.commands.{info.name}").register(sub)
+    return parser
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"dcsnas: warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.formatwarning = _format_warning
+    try:
+        result = args.func(args)
+    except DcsnasError as exc:
+        print(f"dcsnas: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dcsnas: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Typed configs: dataclass schemas filled from YAML files and ``--set key=value`` overrides.
+
+A schema is a (nested) dataclass whose fields carry type hints. ``load_config(Schema, path, overrides)``
+reads the YAML, applies the overrides, and checks every key and type against the schema: an unknown key
+or a value of the wrong type raises :class:`~dcsnas.errors.ConfigError` naming the dotted key and the
+expected type. Supported field types: ``bool``, ``int``, ``float`` (ints accepted), ``str``,
+``Optional[T]``, ``Literal[...]``, ``list[T]``, ``tuple[T, ...]``, ``dict[str, T]``, ``Any`` and nested
+dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from dcsnas.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return "any value"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of str to {_type_name(typing.get_args(tp)[1])}"
+    return {bool: "bool", int: "int", float: "float", str: "str"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the type hint ``tp`` and return it in the schema's form."""
+    origin = typing.get_origin(tp)
+    err = ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise err
+        return _from_dict(tp, value, key + ".")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise err
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise err
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                continue
+        raise err
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise err
+        item = typing.get_args(tp)[0]
+        items = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise err
+        vt = typing.get_args(tp)[1]
+        return {str(k): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise err
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise err
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise err
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise err
+        return value
+    raise TypeError(f"unsupported type hint {tp!r} for config key '{key}'")
+
+
+def _from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}'; allowed keys{' under ' + prefix[:-1] if prefix else ''}: "
+            + ", ".join(sorted(fields))
+        )
+    kwargs = {name: _convert(value, hints[name], prefix + name) for name, value in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config section '{prefix[:-1] or '<root>'}': {exc}") from None
+    return obj
+
+
+def from_dict(cls: type[T], data: dict) -> T:
+    """Build the schema ``cls`` from a plain mapping, checking keys and types."""
+    return _from_dict(cls, data)
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain Python (lists for tuples), ready for YAML or JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_hash(cfg: Any) -> str:
+    """A short, stable hash of a config's content (sha256 of its canonical JSON, 16 hex digits)."""
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'train.lr=3.5e-4'`` -> ``(['train', 'lr'], 0.00035)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected KEY=VALUE (e.g. train.lr=3.5e-4)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}': the key must be dotted names like optim.lr")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _apply_override(data: dict, path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"override '{'.'.join(path)}': '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}': expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Load the schema ``cls`` from a YAML file (optional) and ``key=value`` overrides."""
+    data = read_yaml(path) if path is not None else {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply_override(data, keys, value)
+    return from_dict(cls, data)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from dcsnas.utils.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

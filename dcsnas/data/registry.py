@@ -1,0 +1,44 @@
+"""Data sets by name: ``build_dataset(name, root, **options)``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+from dcsnas.data.base import ReIDDataset
+from dcsnas.data.cuhk03 import load_cuhk03
+from dcsnas.data.dukemtmcreid import load_dukemtmcreid
+from dcsnas.data.folder import load_folder_dataset
+from dcsnas.data.market1501 import load_market1501
+from dcsnas.data.msmt17 import load_msmt17
+from dcsnas.errors import ConfigError
+
+
+def load_synthetic(root: str | Path) -> ReIDDataset:
+    """The synthetic data set written by ``dcsnas data synth`` (Market-1501 layout and naming)."""
+    return load_folder_dataset("synthetic", root)
+
+
+DATASETS: dict[str, Callable[..., ReIDDataset]] = {
+    "market1501": load_market1501,
+    "dukemtmcreid": load_dukemtmcreid,
+    "cuhk03": load_cuhk03,
+    "msmt17": load_msmt17,
+    "synthetic": load_synthetic,
+    "folder": functools.partial(load_folder_dataset, "folder"),
+}
+
+
+def build_dataset(name: str, root: str | Path, **options: Any) -> ReIDDataset:
+    """Load data set ``name`` from ``root``; ``options`` are the loader's keyword arguments (checked)."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown data set {name!r}; available: {', '.join(sorted(DATASETS))}")
+    loader = DATASETS[name]
+    allowed = [k for k in inspect.signature(loader).parameters if k != "root"]
+    unknown = [k for k in options if k not in allowed]
+    if unknown:
+        raise ConfigError(f"data set {name!r} has no option {unknown[0]!r}; "
+                          f"allowed: {', '.join(allowed) if allowed else 'none'}")
+    return loader(root, **options)

@@ -1,0 +1,50 @@
+"""Train and test image transforms (BoT recipe, DESIGN §5) built from ``torchvision.transforms.v2``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TransformConfig:
+    """Input size in pixels (height, width) and augmentation probabilities."""
+
+    height: int = 256
+    width: int = 128
+    flip_p: float = 0.5
+    pad: int = 10
+    erasing_p: float = 0.5
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"height and width must be positive, got {self.height}×{self.width}")
+        for name in ("flip_p", "erasing_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+def build_transforms(cfg: TransformConfig, train: bool):
+    """PIL image → normalised float tensor ``[3, height, width]``.
+
+    Train: resize, horizontal flip, pad + random crop, normalise, random erasing (Zhong et al.; erased
+    pixels set to 0, the mean after normalisation). Test: resize and normalise.
+    """
+    import torch
+    from torchvision.transforms import v2
+
+    size = (cfg.height, cfg.width)
+    steps = [v2.ToImage(), v2.Resize(size, antialias=True)]
+    if train:
+        if cfg.flip_p > 0:
+            steps.append(v2.RandomHorizontalFlip(cfg.flip_p))
+        if cfg.pad > 0:
+            steps += [v2.Pad(cfg.pad), v2.RandomCrop(size)]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
+    if train and cfg.erasing_p > 0:
+        steps.append(v2.RandomErasing(p=cfg.erasing_p, value=0))
+    return v2.Compose(steps)

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny image trees in the real layouts of the supported data sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+def write_image(path: Path, color: tuple[int, int, int] = (128, 64, 32), size: tuple[int, int] = (16, 32)) -> None:
+    """A small solid RGB image (``size`` is width, height)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+
+
+def write_tree(root: Path, files: dict[str, list[str]]) -> Path:
+    """``files`` maps a split folder (relative to ``root``) to file names."""
+    for folder, names in files.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            write_image(root / folder / name)
+    return root
+
+
+@pytest.fixture
+def market_tree(tmp_path: Path) -> Path:
+    """Market-1501 layout: train pids 2, 7 (relabelled 0, 1); test pids 3, 5; junk (-1) and distractors (0)."""
+    return write_tree(tmp_path / "Market-1501-v15.09.15", {
+        "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c3s2_010101_02.jpg",
+                               "0007_c1s1_000001_01.jpg", "0007_c6s4_123456_01.jpg"],
+        "query": ["0003_c1s1_000100_00.jpg", "0005_c2s1_000200_00.jpg", "0005_c4s1_000300_00.jpg"],
+        "bounding_box_test": ["0003_c2s1_000101_01.jpg", "0003_c1s1_000102_01.jpg", "0005_c1s1_000201_01.jpg",
+                              "0000_c3s1_000301_01.jpg", "0000_c5s1_000302_02.jpg", "-1_c1s1_000401_01.jpg",
+                              "-1_c2s1_000402_01.jpg"],
+    }).parent
