@@ -73,6 +73,26 @@ class ReIDDataset:
         return out
 
 
+def hold_out_identities(train: list[ImageRecord], num_identities: int, seed: int
+                        ) -> tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]]:
+    """A validation split carved from training identities: ``num_identities`` pids chosen by ``seed`` are held
+    out; per held-out identity the first image of each camera is a query, the rest gallery. Returns
+    ``(train, val_query, val_gallery)`` with the remaining training pids relabelled 0..N-1."""
+    import numpy as np
+
+    pids = sorted({r.pid for r in train})
+    if not 0 < num_identities < len(pids):
+        raise DataError(f"eval.val_identities = {num_identities}: must be in [1, {len(pids) - 1}] "
+                        f"(the training split has {len(pids)} identities)")
+    held = set(np.random.default_rng(seed).choice(pids, size=num_identities, replace=False).tolist())
+    query, gallery, seen = [], [], set()
+    for r in train:
+        if r.pid in held:
+            (gallery if (r.pid, r.camid) in seen else query).append(r)
+            seen.add((r.pid, r.camid))
+    return relabel([r for r in train if r.pid not in held]), query, gallery
+
+
 def relabel(records: list[ImageRecord]) -> list[ImageRecord]:
     """Map the pids of ``records`` to 0..N-1 in increasing order of the original pid."""
     mapping = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}

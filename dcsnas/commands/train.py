@@ -1,0 +1,54 @@
+"""``dcsnas train``: train a fixed-backbone Re-ID model (DCS-FB, PCB + attention, BoT baselines)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from dcsnas.commands import add_config_arguments, print_json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a Re-ID model (DCS-FB and any fixed backbone)")
+    add_config_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def prepare_run(args: argparse.Namespace, command: str, schema=None, extra_overrides: tuple[str, ...] = ()):
+    """Load the config (``--config`` + ``--set``) and create the run directory (or reopen it for ``--resume``)."""
+    from dcsnas.config import load_config
+    from dcsnas.engine.config import TrainConfig
+    from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir
+    from dcsnas.errors import ConfigError
+
+    cfg = load_config(schema or TrainConfig, args.config, [*extra_overrides, *args.overrides])
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out DIR: the run directory to continue")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not args.out:
+            raise ConfigError("under torchrun, give --out DIR so that every rank uses the same run directory")
+        if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 writes into the run directory
+            return cfg, RunDir(Path(args.out))
+    if args.resume:
+        return cfg, open_run_dir(args.out)
+    return cfg, create_run_dir(args.out, command, cfg)
+
+
+def train_and_report(trainer, resume: bool) -> None:
+    from dcsnas.engine.distributed import cleanup
+
+    if resume:
+        trainer.resume()
+    metrics = trainer.fit()
+    if trainer.dist.is_main:
+        print_json({"run": str(trainer.run.path), **{k: v for k, v in metrics.get("test", {}).items() if k != "cmc"}})
+    cleanup(trainer.dist)
+
+
+def run(args: argparse.Namespace) -> None:
+    from dcsnas.engine.trainer import Trainer
+
+    cfg, run_dir = prepare_run(args, "train")
+    train_and_report(Trainer(cfg, run_dir, show_progress=not args.no_progress), args.resume)

@@ -1,0 +1,295 @@
+"""The training engine of ``dcsnas train`` and ``dcsnas retrain``: P×K batches, the Re-ID losses, the
+schedules, AMP and channels-last on CUDA, DDP under ``torchrun``, TensorBoard and progress bars,
+evaluation, and an atomic checkpoint at the end of every epoch from which ``--resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from dcsnas.config import to_dict
+from dcsnas.data.base import hold_out_identities
+from dcsnas.data.loaders import build_train_loader
+from dcsnas.data.transforms import build_transforms
+from dcsnas.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint, set_rng_state
+from dcsnas.engine.config import TrainConfig
+from dcsnas.engine.distributed import all_reduce_mean, barrier, init_distributed
+from dcsnas.engine.evaluator import evaluate_model, extract_features
+from dcsnas.engine.logging import RunLogger, progress
+from dcsnas.engine.optim import build_optimizer, build_scheduler
+from dcsnas.engine.rundir import RunDir, same_config
+from dcsnas.errors import ConfigError
+from dcsnas.losses.criterion import ReIDCriterion
+from dcsnas.models.builder import create_model
+from dcsnas.utils.seed import seed_everything
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else CPU; ``cuda`` where there is none is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device = {name!r}; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device = {name!r} but CUDA is not available here; use device=auto or cpu")
+    return device
+
+
+def dcs_modules(model: nn.Module) -> list[nn.Module]:
+    """The DCS attention modules of ``model`` (those with a gate temperature ``tau``)."""
+    from dcsnas.attention import DCSAttention
+
+    return [m for m in model.modules() if isinstance(m, DCSAttention)]
+
+
+def tau_at(epoch: int, epochs: int, start: float, end: float) -> float:
+    """Exponential schedule from ``start`` (epoch 0) to ``end`` (last epoch)."""
+    return start * (end / start) ** (epoch / max(epochs - 1, 1))
+
+
+class Trainer:
+    """Builds everything from a :class:`TrainConfig` and trains into a run directory."""
+
+    def __init__(self, cfg: TrainConfig, run: RunDir, show_progress: bool = True):
+        self.cfg, self.run = cfg, run
+        device = resolve_device(cfg.device)
+        self.dist = init_distributed(device)
+        if device.type == "cuda" and self.dist.enabled:
+            device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(device)
+        self.device = device
+        self.show_progress = show_progress and self.dist.is_main
+        seed_everything(cfg.seed)
+
+        dataset = cfg.data.load()
+        self.dataset = dataset
+        train, self.val_split = dataset.train, None
+        if cfg.eval.val_identities > 0:
+            train, val_query, val_gallery = hold_out_identities(train, cfg.eval.val_identities, cfg.seed)
+            self.val_split = (val_query, val_gallery)
+        self.num_classes = len({r.pid for r in train})
+
+        self.model = create_model(cfg.model, self.num_classes).to(device)
+        self.cuda = device.type == "cuda"
+        if self.cuda and cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp_dtype = getattr(torch, cfg.amp_dtype) if (cfg.amp and self.cuda) else None
+        self.criterion = ReIDCriterion(cfg.loss, self.num_classes, self.model.embedding_dim).to(device)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim)
+        self.center_optimizer = (torch.optim.SGD(self.criterion.center.parameters(), lr=cfg.loss.center_lr)
+                                 if self.criterion.center is not None else None)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.ib = self._build_ib() if cfg.loss.ib_weight > 0 else None
+        self.train_model = self.model
+        if self.dist.enabled:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if self.cuda else None,
+                find_unused_parameters=cfg.model.head == "pcb" or bool(cfg.loss.ib_weight))
+        self.train_records = train
+        self.train_loader = build_train_loader(train, build_transforms(cfg.data.transforms, True), cfg.data.p,
+                                               cfg.data.k, cfg.data.num_workers, cfg.seed, self.dist.rank,
+                                               self.dist.world_size)
+        if len(self.train_loader) == 0:
+            raise ConfigError(f"data.p × data.k = {cfg.data.p}×{cfg.data.k} yields no batch on this training split "
+                              f"({len(train)} images of {self.num_classes} identities); lower data.p or data.k")
+        self.test_transform = build_transforms(cfg.data.transforms, False)
+        self.logger = RunLogger(run.tensorboard, enabled=self.dist.is_main)
+        self.start_epoch, self.elapsed, self.history, self.best = 0, 0.0, [], None
+
+    # ----------------------------------------------------------------------------------------- state
+    def _build_ib(self):
+        from dcsnas.losses import InformationBottleneck
+
+        k = self.cfg.loss.ib_clusters or self.num_classes
+        return InformationBottleneck(num_feature_clusters=k, num_input_clusters=k).to(self.device)
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "model": self.model.state_dict(), "criterion": self.criterion.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "center_optimizer": self.center_optimizer.state_dict() if self.center_optimizer else None,
+            "scaler": self.scaler.state_dict(), "ib": self.ib.state_dict() if self.ib is not None else None,
+            "elapsed": self.elapsed, "history": self.history, "best": self.best, "config": to_dict(self.cfg),
+            "num_classes": self.num_classes,
+        }
+
+    def resume(self) -> None:
+        """Continue from ``checkpoints/last.pt``: the config must match the saved one (except optim.epochs)."""
+        changed = same_config(self.cfg, self.run, ignore=("optim.epochs", "device"))
+        if changed:
+            raise ConfigError(f"--resume: the config differs from the run's saved config in {', '.join(changed)}")
+        ckpt = load_checkpoint(self.run.checkpoints / "last.pt")
+        load_model_state(self.model, ckpt["model"], str(self.run.checkpoints / "last.pt"))
+        self.criterion.load_state_dict(ckpt["criterion"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.center_optimizer is not None:
+            self.center_optimizer.load_state_dict(ckpt["center_optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ib is not None:
+            self.ib.load_state_dict(ckpt["ib"])
+        self.start_epoch = ckpt["epoch"] + 1
+        self.elapsed, self.history, self.best = ckpt["elapsed"], ckpt["history"], ckpt["best"]
+        set_rng_state(ckpt["rng"])
+
+    # ----------------------------------------------------------------------------------------- epochs
+    def begin_epoch(self, epoch: int) -> None:
+        cfg = self.cfg
+        for module in dcs_modules(self.model):
+            module.tau = tau_at(epoch, cfg.optim.epochs, cfg.schedule.dcs_tau_start, cfg.schedule.dcs_tau_end)
+        rpp_start = cfg.schedule.rpp_start_epoch
+        if rpp_start >= 0 and epoch >= rpp_start:
+            self.model.head.refined = True
+            if epoch < rpp_start + cfg.schedule.rpp_classifier_epochs:  # only the part classifier learns
+                for group in self.optimizer.param_groups:
+                    if group["name"] != "part_classifier":
+                        group["lr"] = 0.0
+        if self.ib is not None and epoch >= cfg.loss.ib_warmup_epochs:
+            self.refresh_ib()
+        self.train_loader.batch_sampler.set_epoch(epoch)
+
+    def ib_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The IB bound's X: the input image average-pooled to ``loss.ib_input_size`` and flattened."""
+        return nn.functional.adaptive_avg_pool2d(images.float(), self.cfg.loss.ib_input_size).flatten(1)
+
+    @torch.no_grad()
+    def refresh_ib(self) -> None:
+        """Recompute the IB centroids and Q(a|y) on the training split (eval transforms, no gradient)."""
+        from dcsnas.data.loaders import build_test_loader
+
+        features, inputs, labels = [], [], []
+        was_training = self.model.training
+        self.model.eval()
+        loader = build_test_loader(self.train_records, self.test_transform, self.cfg.data.test_batch_size,
+                                   self.cfg.data.num_workers)
+        for images, pids, _, _ in progress(loader, "IB refresh", enabled=self.show_progress):
+            images = images.to(self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                fmap = self.model.forward_features(images)
+            features.append(fmap.float().mean(dim=(2, 3)))
+            inputs.append(self.ib_input(images))
+            labels.append(pids.to(self.device))
+        self.model.train(was_training)
+        self.ib.refresh(torch.cat(features), torch.cat(inputs), torch.cat(labels), self.num_classes)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg = self.cfg
+        self.train_model.train()
+        sums: dict[str, float] = {}
+        steps = len(self.train_loader)
+        ib_on = self.ib is not None and epoch >= cfg.loss.ib_warmup_epochs
+        bar = progress(self.train_loader, f"epoch {epoch + 1}/{cfg.optim.epochs}", enabled=self.show_progress)
+        for step, (images, pids, _, _) in enumerate(bar):
+            images = images.to(self.device, non_blocking=True)
+            if self.cuda and cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = pids.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                outputs = self.train_model(images)
+            terms = self.criterion(outputs, labels)
+            if ib_on:
+                ib = self.ib(outputs["pooled"].float(), self.ib_input(images), labels)
+                terms["ib_ixf"], terms["ib_iyf"] = ib["ixf"].detach(), ib["iyf"].detach()
+                terms["ib"] = cfg.loss.ib_weight * ib["total"]
+                terms["total"] = terms["total"] + terms["ib"]
+            loss = terms["total"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                         "lower optim.lr or switch amp off")
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.center_optimizer is not None:
+                self.center_optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            if self.center_optimizer is not None:
+                self._step_centers()
+            self.scaler.update()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            if self.show_progress:
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+            global_step = epoch * steps + step
+            if self.dist.is_main and (step + 1) % cfg.log_every == 0:
+                self.logger.scalars({k: float(v) for k, v in terms.items()}, global_step, "train_step/")
+        return {key: value / steps for key, value in sums.items()}
+
+    def _step_centers(self) -> None:
+        """Center loss: its gradient is divided by the loss weight so ``center_lr`` alone sets the centres'
+        step (BoT); averaged over DDP ranks."""
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.center_optimizer)
+        for p in self.criterion.center.parameters():
+            if p.grad is not None:
+                p.grad = all_reduce_mean(p.grad / self.cfg.loss.center_weight, self.dist)
+        self.scaler.step(self.center_optimizer)
+
+    def evaluate(self, split: str = "test", show_progress: bool | None = None) -> dict:
+        """Metrics on the test split (``split='test'``) or the validation split carved from training."""
+        query, gallery = (self.dataset.query, self.dataset.gallery) if split == "test" else self.val_split
+        return evaluate_model(self.model, query, gallery, self.test_transform, self.cfg.eval,
+                              self.cfg.data.test_batch_size, self.device, self.cfg.data.num_workers,
+                              self.amp_dtype, self.show_progress if show_progress is None else show_progress)
+
+    def log_epoch(self, epoch: int, train_stats: dict[str, float]) -> None:
+        log = {f"loss/{k}": v for k, v in train_stats.items()}
+        for group in self.optimizer.param_groups:
+            log[f"lr/{group['name']}"] = group["lr"]
+        for name, module in self.model.attentions.items():
+            log[f"attention/{name}/gamma"] = float(module.gamma)
+            if hasattr(module, "kept_ratio") and module.kept_ratio is not None:
+                log[f"attention/{name}/dcs_kept_ratio"] = float(module.kept_ratio)
+        self.logger.scalars(log, epoch + 1)
+
+    def fit(self) -> dict:
+        """Train from ``start_epoch`` to ``optim.epochs``; returns (and writes) the run's metrics."""
+        cfg, epochs = self.cfg, self.cfg.optim.epochs
+        last_test = None
+        for epoch in range(self.start_epoch, epochs):
+            tic = time.perf_counter()
+            self.begin_epoch(epoch)
+            train_stats = self.train_epoch(epoch)
+            self.scheduler.step()
+            self.elapsed += time.perf_counter() - tic
+            record: dict[str, Any] = {"epoch": epoch + 1, "train": train_stats}
+            due = epoch + 1 == epochs or (cfg.eval.every > 0 and (epoch + 1) % cfg.eval.every == 0)
+            if self.dist.is_main:
+                self.log_epoch(epoch, train_stats)
+                if due and self.val_split is not None:
+                    record["val"] = self.evaluate("val")
+                    self.logger.scalars(_scalars(record["val"]), epoch + 1, "val/")
+                if due:
+                    record["test"] = last_test = self.evaluate("test")
+                    self.logger.scalars(_scalars(record["test"]), epoch + 1, "test/")
+                self.history.append(record)
+                improved = "val" in record and (self.best is None or record["val"]["mAP"] > self.best["mAP"])
+                if improved:
+                    self.best = {"epoch": epoch + 1, **_scalars(record["val"])}
+                state = self.state(epoch)
+                save_checkpoint(self.run.checkpoints / "last.pt", **state)
+                if improved:
+                    save_checkpoint(self.run.checkpoints / "best.pt", **state)
+                self.logger.flush()
+            barrier(self.dist)
+        metrics = {}
+        if self.dist.is_main:
+            if last_test is None:  # resumed after the last epoch: evaluate the final weights
+                last_test = self.evaluate("test")
+            metrics = {"dataset": self.dataset.name, "protocol": "market", "epochs": epochs, "num_classes": self.num_classes,
+                "train_time_s": self.elapsed, "test": last_test, "best_val": self.best,
+                "history": self.history}
+            self.run.write_metrics(metrics)
+            self.logger.close()
+        return metrics
+
+
+def _scalars(result: dict) -> dict[str, float]:
+    return {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v)}

@@ -1,0 +1,121 @@
+"""The training engine on the tiny synthetic preset: exact resume, DDP agreement, config and data errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from dcsnas.cli import main
+from dcsnas.config import load_config
+from dcsnas.engine.config import TrainConfig
+from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir
+from dcsnas.engine.trainer import Trainer
+
+TINY = Path(__file__).resolve().parents[1] / "experiments" / "cpu" / "tiny_test.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from dcsnas.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic-tiny")
+    generate("tiny", 0, root, show_progress=False)
+    return root
+
+
+def tiny_config(root: Path, *overrides: str) -> TrainConfig:
+    return load_config(TrainConfig, TINY, [f"data.root={root}", "eval.every=0", *overrides])
+
+
+def test_train_writes_run_directory(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(TINY), "--set", f"data.root={tiny_data}", "--set", "optim.epochs=1",
+                 "--out", str(out), "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert printed["mAP"] == metrics["test"]["mAP"] and 0 < metrics["test"]["mAP"] <= 1
+    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "last.pt").is_file()
+    assert any((out / "tb").iterdir())
+    assert set(metrics["history"][0]["train"]) >= {"ce", "triplet", "deep_supervision", "total"}
+
+
+def test_resume_after_interruption_gives_the_same_weights(tiny_data, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_data, "optim.epochs=3")
+    straight = Trainer(cfg, create_run_dir(tmp_path / "a", "train", cfg), show_progress=False)
+    straight.fit()
+
+    interrupted = Trainer(cfg, create_run_dir(tmp_path / "b", "train", cfg), show_progress=False)
+    original = Trainer.train_epoch
+
+    def killed_at_epoch_2(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    resumed = Trainer(cfg, open_run_dir(tmp_path / "b"), show_progress=False)
+    resumed.resume()
+    assert resumed.start_epoch == 1
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_another_architecture(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--config", str(TINY), "--set", f"data.root={tiny_data}", "--set", "optim.epochs=1",
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args + ["--resume", "--set", "model.width_mult=0.5"]) == 2
+    assert "differs from the run's saved config in model.width_mult" in capsys.readouterr().err
+
+
+def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    cfg = tiny_config(Path(root), "optim.epochs=2")
+    run = create_run_dir(Path(out) / "run", "train", cfg) if rank == 0 else RunDir(Path(out) / "run")
+    trainer = Trainer(cfg, run, show_progress=False)
+    trainer.fit()
+    torch.save({k: v.detach() for k, v in trainer.model.named_parameters()}, Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_agree_on_weights(tiny_data, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tiny_data), str(tmp_path)), nprocs=2, join=True)
+    w0, w1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["optim.lrr=1"], "unknown config key 'optim.lrr'"),
+    (["optim.lr=fast"], "config key 'optim.lr': expected float, got 'fast'"),
+    (["model.backbone=vgg16"], "model.backbone = 'vgg16'"),
+    (["data.root=/does/not/exist"], "data root '/does/not/exist' does not exist"),
+    (["model.attention=[{stage: stage9, name: sa}]"], "no such stage in mobilenetv2"),
+    (["loss.names=[ce]"], "unknown config key 'loss.names'"),
+])
+def test_bad_config_exits_2_naming_the_problem(tiny_data, tmp_path, capsys, overrides, message):
+    args = ["train", "--config", str(TINY), "--set", f"data.root={tiny_data}", "--out", str(tmp_path / "r")]
+    for o in overrides:
+        args += ["--set", o]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
