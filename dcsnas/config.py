@@ -175,9 +175,33 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def deep_merge(base: dict, update: dict) -> dict:
+    """``update`` over ``base``: mappings merge key by key, any other value replaces."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML config; a top-level ``base: FILE`` (or a list of files, relative to this one) is read
+    first and this file's keys are merged over it."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"config file '{path}': 'base' includes form a cycle")
+    data = read_yaml(path)
+    bases = data.pop("base", [])
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        if not isinstance(base, str):
+            raise ConfigError(f"config file '{path}': 'base' must be a file name or a list of them, got {base!r}")
+        merged = deep_merge(merged, read_config_file(path.parent / base, (*_seen, path)))
+    return deep_merge(merged, data)
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Load the schema ``cls`` from a YAML file (optional) and ``key=value`` overrides."""
-    data = read_yaml(path) if path is not None else {}
+    """Load the schema ``cls`` from a YAML file (optional, with ``base`` includes) and ``key=value`` overrides."""
+    data = read_config_file(path) if path is not None else {}
     for text in overrides:
         keys, value = parse_override(text)
         _apply_override(data, keys, value)

@@ -68,3 +68,12 @@ def test_saved_config_round_trips_and_hash_is_stable(tmp_path):
     again = load_config(Schema, tmp_path / "config.yaml")
     assert again == cfg and to_dict(again) == to_dict(cfg)
     assert config_hash(again) == config_hash(cfg) != config_hash(Schema())
+
+
+def test_base_includes_merge_sections(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 1\noptim:\n  lr: 0.5\n  name: sgd\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\noptim:\n  lr: 0.1\n")
+    assert load_config(Schema, tmp_path / "child.yaml") == Schema(seed=1, optim=Optim("sgd", 0.1))
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="form a cycle"):
+        load_config(Schema, tmp_path / "loop.yaml")

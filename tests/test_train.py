@@ -45,7 +45,7 @@ def test_train_writes_run_directory(tiny_data, tmp_path, capsys):
 
 
 def test_resume_after_interruption_gives_the_same_weights(tiny_data, tmp_path, monkeypatch):
-    cfg = tiny_config(tiny_data, "optim.epochs=3")
+    cfg = tiny_config(tiny_data, "optim.epochs=2")
     straight = Trainer(cfg, create_run_dir(tmp_path / "a", "train", cfg), show_progress=False)
     straight.fit()
 

@@ -78,3 +78,36 @@ def summarize(result: dict) -> dict:
     out["cmc"] = cmc.tolist()
     return out
 
+
+
+def evaluate_run(run_path, checkpoint: str = "last", flip: bool | None = None, rerank: bool | None = None,
+                 device: str = "auto", show_progress: bool = True) -> dict:
+    """Evaluate a trained run directory: rebuild its model from the saved config, load
+    ``checkpoints/<checkpoint>.pt`` and compute the test metrics (``flip``/``rerank`` override the run's
+    ``eval`` settings)."""
+    import dataclasses
+
+    from dcsnas.config import from_dict
+    from dcsnas.data.transforms import build_transforms
+    from dcsnas.engine.checkpoint import load_checkpoint, load_model_state
+    from dcsnas.engine.config import TrainConfig
+    from dcsnas.engine.rundir import open_run_dir
+    from dcsnas.engine.trainer import resolve_device
+    from dcsnas.models.builder import create_model
+
+    run = open_run_dir(run_path)
+    cfg = from_dict(TrainConfig, run.saved_config())
+    eval_cfg = dataclasses.replace(cfg.eval, flip=cfg.eval.flip if flip is None else flip,
+                                   rerank=cfg.eval.rerank if rerank is None else rerank)
+    path = run.checkpoints / f"{checkpoint}.pt"
+    state = load_checkpoint(path)
+    model = create_model(cfg.model, state["num_classes"])
+    load_model_state(model, state["model"], str(path))
+    torch_device = resolve_device(device)
+    model.to(torch_device)
+    dataset = cfg.data.load()
+    metrics = evaluate_model(model, dataset.query, dataset.gallery, build_transforms(cfg.data.transforms, False),
+                             eval_cfg, cfg.data.test_batch_size, torch_device, cfg.data.num_workers,
+                             show_progress=show_progress)
+    return {"run": str(run.path), "checkpoint": checkpoint, "epoch": state["epoch"] + 1, "dataset": dataset.name,
+            "flip": eval_cfg.flip, "rerank": eval_cfg.rerank, **metrics}
