@@ -23,3 +23,12 @@ def test_atomic_torch_save_round_trip(tmp_path):
     state = {"w": torch.arange(4.0)}
     atomic_torch_save(state, tmp_path / "sub" / "last.pt")
     assert torch.equal(torch.load(tmp_path / "sub" / "last.pt")["w"], state["w"])
+
+
+def test_atomic_write_uses_the_default_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write_json(tmp_path / "m.json", {})
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~umask
