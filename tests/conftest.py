@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Before torch loads OpenMP: busy-waiting threads make small kernels many times slower when the two cores
+# are shared (DDP workers, other processes).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 from PIL import Image

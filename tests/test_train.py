@@ -42,6 +42,11 @@ def test_train_writes_run_directory(tiny_data, tmp_path, capsys):
     assert (out / "config.yaml").is_file() and (out / "checkpoints" / "last.pt").is_file()
     assert any((out / "tb").iterdir())
     assert set(metrics["history"][0]["train"]) >= {"ce", "triplet", "deep_supervision", "total"}
+    # evaluating the run's checkpoint reproduces the metrics the training wrote
+    assert main(["eval", "--run", str(out), "--visualize", "3", "--vis-queries", "2", "--out", str(tmp_path / "ev")]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["mAP"] == metrics["test"]["mAP"] and evaluated["epoch"] == 1
+    assert len(list((tmp_path / "ev" / "ranks").glob("*.png"))) == 2
 
 
 def test_resume_after_interruption_gives_the_same_weights(tiny_data, tmp_path, monkeypatch):

@@ -54,7 +54,7 @@ def evaluate_model(model: nn.Module, query: Sequence[ImageRecord], gallery: Sequ
                    cfg: EvalConfig, batch_size: int, device: torch.device, num_workers: int = 0,
                    amp_dtype: torch.dtype | None = None, show_progress: bool = True) -> dict:
     """mAP, mINP, CMC (rank-1/5/10) of ``model`` on a query/gallery split."""
-    from dcsnas.metrics import evaluate_features
+    from dcsnas.metrics import evaluate_features, summarize
 
     qf = extract_features(model, query, transform, batch_size, device, cfg.flip, num_workers, amp_dtype,
                           "query features", show_progress)
@@ -67,26 +67,13 @@ def evaluate_model(model: nn.Module, query: Sequence[ImageRecord], gallery: Sequ
     return summarize(result)
 
 
-def summarize(result: dict) -> dict:
-    """The scalar metrics of an ``evaluate_*`` result (mAP, mINP, rank-1/5/10) plus the CMC curve as a list."""
-    cmc = np.asarray(result["cmc"])
-    out = {"mAP": float(result["mAP"]), "mINP": float(result["mINP"]),
-           "num_valid_queries": int(result["num_valid_queries"])}
-    for k in (1, 5, 10):
-        if k <= len(cmc):
-            out[f"rank{k}"] = float(cmc[k - 1])
-    out["cmc"] = cmc.tolist()
-    return out
 
-
-
-def evaluate_run(run_path, checkpoint: str = "last", flip: bool | None = None, rerank: bool | None = None,
-                 device: str = "auto", show_progress: bool = True) -> dict:
-    """Evaluate a trained run directory: rebuild its model from the saved config, load
-    ``checkpoints/<checkpoint>.pt`` and compute the test metrics (``flip``/``rerank`` override the run's
-    ``eval`` settings)."""
-    import dataclasses
-
+def extract_run_features(run_path, checkpoint: str = "last", flip: bool | None = None, device: str = "auto",
+                         show_progress: bool = True) -> tuple[dict, dict]:
+    """Query and gallery features of a trained run: its model is rebuilt from the saved config and
+    ``checkpoints/<checkpoint>.pt`` is loaded. Returns ``(arrays, info)``: ``arrays`` has the keys of a
+    features file (qf, gf, q_pids, g_pids, q_camids, g_camids, q_paths, g_paths); ``info`` names the run,
+    checkpoint, epoch, data set and the run's eval settings."""
     from dcsnas.config import from_dict
     from dcsnas.data.transforms import build_transforms
     from dcsnas.engine.checkpoint import load_checkpoint, load_model_state
@@ -97,8 +84,7 @@ def evaluate_run(run_path, checkpoint: str = "last", flip: bool | None = None, r
 
     run = open_run_dir(run_path)
     cfg = from_dict(TrainConfig, run.saved_config())
-    eval_cfg = dataclasses.replace(cfg.eval, flip=cfg.eval.flip if flip is None else flip,
-                                   rerank=cfg.eval.rerank if rerank is None else rerank)
+    flip = cfg.eval.flip if flip is None else flip
     path = run.checkpoints / f"{checkpoint}.pt"
     state = load_checkpoint(path)
     model = create_model(cfg.model, state["num_classes"])
@@ -106,8 +92,14 @@ def evaluate_run(run_path, checkpoint: str = "last", flip: bool | None = None, r
     torch_device = resolve_device(device)
     model.to(torch_device)
     dataset = cfg.data.load()
-    metrics = evaluate_model(model, dataset.query, dataset.gallery, build_transforms(cfg.data.transforms, False),
-                             eval_cfg, cfg.data.test_batch_size, torch_device, cfg.data.num_workers,
-                             show_progress=show_progress)
-    return {"run": str(run.path), "checkpoint": checkpoint, "epoch": state["epoch"] + 1, "dataset": dataset.name,
-            "flip": eval_cfg.flip, "rerank": eval_cfg.rerank, **metrics}
+    transform = build_transforms(cfg.data.transforms, False)
+    arrays = {}
+    for prefix, records in (("q", dataset.query), ("g", dataset.gallery)):
+        feats = extract_features(model, records, transform, cfg.data.test_batch_size, torch_device, flip,
+                                 cfg.data.num_workers, desc=f"{prefix} features", show_progress=show_progress)
+        arrays.update({f"{prefix}f": feats, f"{prefix}_pids": np.asarray([r.pid for r in records]),
+                       f"{prefix}_camids": np.asarray([r.camid for r in records]),
+                       f"{prefix}_paths": np.asarray([r.path for r in records])})
+    info = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state["epoch"] + 1, "dataset": dataset.name,
+            "flip": flip, "metric": cfg.eval.metric, "rerank": cfg.eval.rerank}
+    return arrays, info

@@ -1,0 +1,100 @@
+"""``dcsnas eval``: Re-ID metrics (mAP, mINP, CMC) printed as JSON.
+
+The features come from a file (``--features FILE.npz``) or from a trained run (``--run DIR``: its model and
+checkpoint on its data set's query and gallery); both end in :func:`dcsnas.metrics.evaluate_features`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dcsnas.commands import print_json
+from dcsnas.errors import ConfigError, DataError
+
+METRICS = ("euclidean", "cosine")
+PROTOCOLS = ("market", "cuhk03")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate Re-ID features: mAP, mINP, CMC (JSON), optional re-ranking and rank-list images",
+        description="Evaluate query features against gallery features and print the metrics as JSON.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--features", metavar="FILE.npz",
+        help="arrays qf, gf, q_pids, g_pids, q_camids, g_camids (+ optional q_paths, g_paths, relative to the file)",
+    )
+    source.add_argument("--run", metavar="DIR", help="a run directory of dcsnas train/retrain")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="with --run (default: last)")
+    p.add_argument("--flip", action="store_true", help="with --run: average with the flipped image's features")
+    p.add_argument("--device", default="auto", help="with --run: auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--metric", choices=METRICS,
+                   help="distance (default: the run's eval.metric with --run, else euclidean, squared)")
+    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
+    p.add_argument("--max-rank", type=int, default=50, metavar="R", help="length of the CMC curve (default: 50)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="market", help="market (default) or cuhk03 single-shot")
+    p.add_argument("--seed", type=int, default=0, help="seed of the cuhk03 protocol's random draws (default: 0)")
+    p.add_argument("--chunk-size", type=int, metavar="N", help="queries evaluated at a time (default: automatic)")
+    p.add_argument("--visualize", type=int, metavar="K", help="write a PNG rank list (query + top K) per query")
+    p.add_argument("--vis-queries", type=int, metavar="N", help="draw only the first N queries (default: all)")
+    p.add_argument("--out", metavar="DIR", help="folder for metrics.json and the rank lists (ranks/)")
+    p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("max_rank", "chunk_size", "visualize", "vis_queries"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.visualize is not None and args.out is None:
+        raise ConfigError("--visualize needs --out DIR for the images")
+    if args.vis_queries is not None and args.visualize is None:
+        raise ConfigError("--vis-queries needs --visualize K")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    from dcsnas.metrics import evaluate_features, load_features, save_rank_lists, summarize
+    from dcsnas.utils.io import atomic_write_json
+
+    info: dict = {}
+    if args.run:
+        from dcsnas.engine.evaluator import extract_run_features
+
+        data, info = extract_run_features(args.run, args.checkpoint, args.flip or None, args.device)
+        args.metric = args.metric or info["metric"]
+        args.rerank = args.rerank or info["rerank"]
+    else:
+        data = load_features(args.features)
+        args.metric = args.metric or "euclidean"
+    source = args.run or args.features
+    if args.visualize and not {"q_paths", "g_paths"} <= data.keys():
+        raise DataError(f"{source} has no q_paths/g_paths arrays: --visualize needs the image paths")
+    result = evaluate_features(
+        data["qf"], data["gf"], data["q_pids"], data["g_pids"], data["q_camids"], data["g_camids"],
+        metric=args.metric, rerank=args.rerank, chunk_size=args.chunk_size, max_rank=args.max_rank,
+        protocol=args.protocol, seed=args.seed, topk=args.visualize or 0,
+    )
+    report = {
+        **info,
+        **summarize(result),
+        "metric": args.metric,
+        "rerank": args.rerank,
+        "protocol": args.protocol,
+        "num_queries": len(data["qf"]),
+        "num_gallery": len(data["gf"]),
+    }
+    if args.out:
+        atomic_write_json(Path(args.out) / "metrics.json", report)
+    if args.visualize:
+        n = len(data["qf"]) if args.vis_queries is None else min(args.vis_queries, len(data["qf"]))
+        paths = save_rank_lists(
+            Path(args.out) / "ranks", result["topk"], data["q_paths"], data["g_paths"],
+            data["q_pids"], data["g_pids"], queries=range(n),
+        )
+        report["rank_lists"] = {"dir": str(Path(args.out) / "ranks"), "count": len(paths)}
+    print_json(report)
+    return 0
