@@ -89,8 +89,7 @@ def test_the_feature_source_is_a_required_exclusive_choice(capsys):
     with pytest.raises(SystemExit) as info:
         main(["eval"])
     assert info.value.code == 2
-    # argparse words it so only for a required mutually exclusive group (where --run DIR will join --features)
-    assert "one of the arguments --features is required" in capsys.readouterr().err
+    assert "one of the arguments --features --run is required" in capsys.readouterr().err
 
 
 def _write_bad(tmp_path, kind):
