@@ -1,0 +1,141 @@
+"""The trained runs that ``dcsnas compare`` reads: run directories of ``dcsnas train`` and ``dcsnas retrain``
+(``config.yaml`` and ``metrics.json``; see :mod:`dcsnas.engine.rundir`), checked to be comparable.
+
+A run is ``searched`` when its model's backbone is ``searched`` (built from an arch.json: the copy in the
+run directory, else the file its ``model.arch`` names), ``fixed`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from dcsnas.engine.config import TrainConfig
+from dcsnas.errors import ConfigError
+from dcsnas.models.builder import ModelConfig
+from dcsnas.nas.arch import Arch, load_arch
+
+REQUIRED_METRICS = ("dataset", "protocol", "epochs", "num_classes", "train_time_s", "test")
+REQUIRED_TEST = ("mAP", "mINP", "rank-1", "cmc")
+EVAL_KEYS = ("metric", "flip", "rerank")
+
+
+def attention_label(name: str, options: dict[str, Any]) -> str:
+    """A short name of an attention module, as in search spaces: ``csalr``, ``dcs-csalr-g2``."""
+    label = f"dcs-{options.get('backend', 'sa')}" if name == "dcs" else name
+    return f"{label}-g{options['groups']}" if "groups" in options else label
+
+
+@dataclass
+class CompareRun:
+    """One run directory: ``name`` (the directory's name), its resolved config and ``metrics.json``, and for a
+    searched run the arch.json it was built from."""
+
+    name: str
+    path: Path
+    config: TrainConfig
+    metrics: dict[str, Any]
+    arch_path: Optional[Path]
+
+    @property
+    def kind(self) -> str:
+        return "fixed" if self.arch_path is None else "searched"
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) in pixels of the model's test input."""
+        return self.config.data.transforms.height, self.config.data.transforms.width
+
+    def arch(self) -> Optional[Arch]:
+        """The architecture of a searched run (``None`` for a fixed one)."""
+        return None if self.arch_path is None else load_arch(self.arch_path)
+
+    def attentions(self) -> list[tuple[str, str]]:
+        """``(stage, label)`` of each attention module: the arch's placements, then the config's."""
+        arch = self.arch()
+        placed = [] if arch is None else [(s.name, s.attention.name, s.attention.options)
+                                          for s in arch.stages if s.attention is not None]
+        placed += [(a.stage, a.name, a.options) for a in self.config.model.attention]
+        return [(stage, attention_label(name, options)) for stage, name, options in placed]
+
+    def model_config(self) -> ModelConfig:
+        """The ``model`` section with ``arch`` pointing at the arch.json that exists."""
+        if self.arch_path is None:
+            return self.config.model
+        return replace(self.config.model, arch=str(self.arch_path))
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    file = path / "metrics.json"
+    if not file.is_file():
+        raise ConfigError(f"run '{path}' has no metrics.json: its training has not finished")
+    try:
+        metrics = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"'{file}' is not valid JSON: {exc}") from None
+    missing = [k for k in REQUIRED_METRICS if k not in metrics]
+    test = metrics.get("test")
+    missing += [f"test.{k}" for k in REQUIRED_TEST if not isinstance(test, dict) or k not in test]
+    if missing:
+        raise ConfigError(f"'{file}' lacks {', '.join(missing)}: not the metrics of dcsnas train/retrain")
+    return metrics
+
+
+def load_run(path: str | Path) -> CompareRun:
+    """Read a train/retrain run directory; a search run, an unfinished run or a searched run whose
+    arch.json cannot be found raise :class:`~dcsnas.errors.ConfigError`."""
+    from dcsnas.config import from_dict
+    from dcsnas.engine.rundir import open_run_dir
+
+    run = open_run_dir(path)
+    saved = run.saved_config()
+    if "search" in saved:
+        raise ConfigError(f"'{run.path}' is a search run (dcsnas search): its accuracy is that of the supernet's "
+                          f"shared weights; compare the run of `dcsnas retrain --arch {run.arch}` instead")
+    try:
+        cfg = from_dict(TrainConfig, saved)
+    except ConfigError as exc:
+        raise ConfigError(f"run '{run.path}': {run.config.name}: {exc}") from None
+    metrics = _read_metrics(run.path)
+    arch_path = None
+    if cfg.model.backbone == "searched":
+        candidates = [run.arch] + ([Path(cfg.model.arch)] if cfg.model.arch else [])
+        arch_path = next((p for p in candidates if p.is_file()), None)
+        if arch_path is None:
+            raise ConfigError(f"run '{run.path}' has a searched model but no arch.json: neither "
+                              f"{' nor '.join(str(p) for p in candidates)} exists")
+    return CompareRun(run.path.name, run.path, cfg, metrics, arch_path)
+
+
+def check_comparable(runs: Sequence[CompareRun]) -> None:
+    """Runs evaluated on different data sets or protocols raise :class:`~dcsnas.errors.ConfigError` naming each
+    run and its data set; different evaluation settings (distance, flip, re-ranking) only warn."""
+    tests = {(r.metrics["dataset"], r.metrics["protocol"]) for r in runs}
+    if len(tests) > 1:
+        listing = "; ".join(f"{r.path}: data set {r.metrics['dataset']!r}, protocol {r.metrics['protocol']!r}"
+                            for r in runs)
+        raise ConfigError(f"cannot compare runs evaluated on different data sets or protocols: {listing}")
+    settings = {tuple(getattr(r.config.eval, k) for k in EVAL_KEYS) for r in runs}
+    if len(settings) > 1:
+        listing = "; ".join(f"{r.name}: " + ", ".join(f"{k}={getattr(r.config.eval, k)}" for k in EVAL_KEYS)
+                            for r in runs)
+        warnings.warn(f"the runs were evaluated with different settings ({listing}): their accuracies are not "
+                      "strictly comparable")
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[CompareRun]:
+    """:func:`load_run` of each path and :func:`check_comparable`. Runs whose directories share a name are
+    named by their path instead."""
+    if not paths:
+        raise ConfigError("no run directory to compare")
+    runs = [load_run(p) for p in paths]
+    names = [r.name for r in runs]
+    if len(set(names)) < len(names):
+        runs = [replace(r, name=str(r.path)) for r in runs]
+    if len({r.path.resolve() for r in runs}) < len(runs):
+        raise ConfigError(f"a run directory is given twice: {', '.join(map(str, paths))}")
+    check_comparable(runs)
+    return runs

@@ -1,0 +1,98 @@
+"""The comparison table: one row per run with its accuracy (from ``metrics.json``) and its cost (from
+:mod:`dcsnas.engine.profile`), printed as text and written as CSV.
+
+Row keys and units: ``mAP``, ``rank-1/5/10``, ``mINP`` as fractions in [0, 1] (the test split, as in
+metrics.json); ``params``: parameters the inference forward uses (identity classifiers excluded),
+``params_total``: all; ``flops``: per image at the run's input size (one multiply-add = 2 FLOPs);
+``<device>_latency_ms``: median forward time at batch 1; ``<device>_peak_memory_mb``: MiB of one forward
+above the weights; ``train_time_s``: training wall time in seconds; ``pareto``: on the mAP-FLOPs front.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from dcsnas.compare.runs import CompareRun
+from dcsnas.utils.io import atomic_write_text
+
+RANKS = (1, 5, 10)
+
+
+def build_row(run: CompareRun, costs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The row of ``run``; ``costs`` maps a device type (``cpu``, ``cuda``) to the run's profile on it."""
+    test = run.metrics["test"]
+    any_cost = next(iter(costs.values()))
+    row: dict[str, Any] = {
+        "run": run.name, "kind": run.kind, "backbone": run.config.model.backbone,
+        "attention": "; ".join(f"{stage}:{label}" for stage, label in run.attentions()),
+        "dataset": run.metrics["dataset"], "protocol": run.metrics["protocol"],
+        "input": "x".join(map(str, run.input_size)), "epochs": run.metrics["epochs"],
+        "mAP": test["mAP"], **{f"rank-{r}": test.get(f"rank-{r}") for r in RANKS}, "mINP": test["mINP"],
+        "params": any_cost["inference_params"], "params_total": any_cost["params"], "flops": any_cost["flops"],
+    }
+    for device, cost in costs.items():
+        row[f"{device}_latency_ms"] = cost["latency_ms"]
+        row[f"{device}_peak_memory_mb"] = cost["peak_memory_mb"]
+    row.update(train_time_s=run.metrics["train_time_s"], pareto=False, path=str(run.path))
+    return row
+
+
+def si(value: float) -> str:
+    """``value`` with 3 significant digits and a K/M/G suffix: ``8.11G``, ``241K``."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}min"
+    return f"{seconds / 3600:.2f}h"
+
+
+def _columns(devices: Sequence[str]) -> list[tuple[str, str, Callable[[Any], str]]]:
+    """(header, row key, formatter) of the printed table."""
+    def percent(value: float) -> str:
+        return f"{100 * value:.1f}"
+
+    cols = [("run", "run", str), ("kind", "kind", str), ("mAP", "mAP", percent)]
+    cols += [(f"R-{r}", f"rank-{r}", percent) for r in RANKS]
+    cols += [("mINP", "mINP", percent), ("params", "params", si), ("FLOPs", "flops", si)]
+    for device in devices:
+        label = "GPU" if device == "cuda" else device.upper()
+        cols += [(f"{label} ms", f"{device}_latency_ms", lambda v: f"{v:.2f}"),
+                 (f"{label} MiB", f"{device}_peak_memory_mb", lambda v: f"{v:.3g}")]
+    cols += [("train", "train_time_s", _duration), ("front", "pareto", lambda v: "*" if v else "")]
+    return cols
+
+
+def format_table(rows: Sequence[dict[str, Any]], devices: Sequence[str], repeats: Optional[int]) -> str:
+    """The rows as an aligned text table (missing values: ``-``) with a line on units.
+    ``repeats``: forwards per latency median, ``None`` when latency was not measured."""
+    cols = _columns(devices)
+    cells = [[header for header, _, _ in cols]]
+    cells += [["-" if row.get(key) is None else fmt(row[key]) for _, key, fmt in cols] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
+             for line in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    latency = f"median of {repeats} forwards at batch 1" if repeats else "not measured"
+    lines.append(f"accuracy in % (test split); params used at inference; FLOPs per image (multiply-add = 2); "
+                 f"latency (ms): {latency}; memory: peak MiB of one forward above the weights; "
+                 f"front: on the mAP-FLOPs Pareto front")
+    return "\n".join(lines)
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """The rows as CSV with every key as a column (missing values empty)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    atomic_write_text(path, buffer.getvalue())

@@ -1,0 +1,191 @@
+"""The cost of a model's forward pass: parameters, FLOPs, latency and peak memory, on CPU or CUDA.
+
+Everything is measured in eval mode, without gradients, in fp32, on a random input of ``input_shape``
+(``[batch, 3, height, width]``):
+
+- FLOPs: :func:`dcsnas.utils.flops.count_flops` (one multiply-add = 2 FLOPs), for the whole batch;
+- latency: median (and minimum) wall time of ``repeats`` forwards after ``warmup`` untimed ones, in ms
+  (CUDA: synchronised), in this process; several models are timed in interleaved rounds;
+- peak memory: one forward after the warm-up, above what was in use before it (weights and input
+  excluded), in MiB, with :func:`dcsnas.utils.memory.peak_memory`. On CUDA in this process. On CPU the
+  resident set only shows it when malloc hands freed blocks back to the system, which slows allocations
+  (latency 2-5× on a MobileNetV2), so the models are pickled to one fresh worker process
+  (``python -m dcsnas.engine.profile FILE``) started with :func:`dcsnas.utils.memory.memory_env` at a
+  4 KiB threshold: it measures memory only, and small activations stay visible.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+from dcsnas.utils.flops import count_flops, count_params
+from dcsnas.utils.memory import METHODS, memory_env, peak_memory
+
+ROUNDS = 5  # interleaved latency rounds over the models of one profile_models call
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def _forward_peak_mb(model: nn.Module, input_shape: Sequence[int], device: torch.device,
+                     warmup: int) -> Optional[float]:
+    """Peak memory (MiB) of one forward of ``model`` (already on ``device``, in eval mode) after ``warmup``."""
+    x = torch.randn(tuple(input_shape), device=device)
+    for _ in range(warmup):
+        model(x)
+    _sync(device)
+    with peak_memory(device) as peak:
+        model(x)
+    return peak.mb
+
+
+@torch.no_grad()
+def _latencies_ms(models: Sequence[nn.Module], input_shapes: Sequence[Sequence[int]], device: torch.device,
+                  repeats: int, warmup: int) -> list[list[float]]:
+    """Forward times (ms) of each model, ``repeats`` each, measured in up to :data:`ROUNDS` interleaved rounds
+    (each opened by one untimed forward per model), so that a burst of load from other processes spreads
+    over all the models instead of falling on one."""
+    inputs = [torch.randn(tuple(shape), device=device) for shape in input_shapes]
+    for model, x in zip(models, inputs):
+        for _ in range(warmup):
+            model(x)
+    _sync(device)
+    times: list[list[float]] = [[] for _ in models]
+    rounds = min(ROUNDS, repeats)
+    for r in range(rounds):
+        for model, x, into in zip(models, inputs, times):
+            model(x)
+            _sync(device)
+            for _ in range(repeats // rounds + (r < repeats % rounds)):
+                start = time.perf_counter()
+                model(x)
+                _sync(device)
+                into.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for item in out for t in _tensors(item)]
+    return []
+
+
+def count_inference_params(model: nn.Module, input_shape: Sequence[int], device: torch.device | str = "cpu") -> int:
+    """Parameters that ``model``'s eval-mode forward uses (a Re-ID model's identity classifiers and
+    deep-supervision branches are not used): those of every module it calls, and those its output depends
+    on through autograd (weights read by a functional call). The model's mode and ``requires_grad`` flags
+    are restored; ``.grad`` is left untouched."""
+    params = list(model.parameters())
+    flags, was_training = [p.requires_grad for p in params], model.training
+    called: set[int] = set()
+    hooks = [m.register_forward_pre_hook(lambda module, args: called.add(id(module))) for m in model.modules()]
+    try:
+        model.eval()
+        for p in params:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            outputs = [t for t in _tensors(model(torch.randn(tuple(input_shape), device=device))) if t.requires_grad]
+            grads = (torch.autograd.grad([t.float().sum() for t in outputs], params, allow_unused=True)
+                     if outputs else [None] * len(params))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+    used = {id(p) for m in model.modules() if id(m) in called for p in m.parameters(recurse=False)}
+    used |= {id(p) for p, g in zip(params, grads) if g is not None}
+    return sum(p.numel() for p in params if id(p) in used)
+
+
+def _cpu_peaks_in_worker(models: Sequence[nn.Module], input_shapes: Sequence[Sequence[int]], warmup: int,
+                         threads: int) -> list[Optional[float]]:
+    env = memory_env(mmap_threshold=4096)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # busy-waiting OpenMP threads stall a shared machine
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "models.pt"
+        torch.save({"models": list(models), "input_shapes": [list(s) for s in input_shapes], "warmup": warmup,
+                    "threads": threads}, spec)
+        proc = subprocess.run([sys.executable, "-m", "dcsnas.engine.profile", str(spec)], capture_output=True,
+                              text=True, env=env, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"the memory worker failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def profile_models(models: Sequence[nn.Module], input_shapes: Sequence[Sequence[int]],
+                   device: torch.device | str = "cpu", repeats: int = 20, warmup: int = 3,
+                   latency: bool = True) -> list[dict[str, Any]]:
+    """:func:`profile_model` of several models; on CPU their memory is measured in one worker process."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    if len(models) != len(input_shapes):
+        raise ValueError(f"{len(models)} models but {len(input_shapes)} input shapes")
+    device = torch.device(device)
+    modes = [m.training for m in models]
+    for model in models:
+        model.to(device).eval()
+    latencies = _latencies_ms(models, input_shapes, device, repeats, warmup) if latency else [[] for _ in models]
+    results = []
+    for model, shape, times in zip(models, input_shapes, latencies):
+        weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+        results.append({
+            "params": count_params(model), "inference_params": count_inference_params(model, shape, device),
+            "flops": count_flops(model, tuple(shape), device),
+            "weights_mb": weights / 2**20,
+            "latency_ms": statistics.median(times) if times else None,
+            "latency_min_ms": min(times) if times else None,
+            "input_shape": [int(s) for s in shape], "device": str(device), "threads": torch.get_num_threads(),
+            "repeats": repeats if latency else 0, "warmup": warmup, "memory_method": METHODS.get(device.type),
+        })
+    if device.type == "cpu":
+        peaks = _cpu_peaks_in_worker(models, input_shapes, warmup, torch.get_num_threads())
+    else:
+        peaks = [_forward_peak_mb(model, shape, device, warmup) for model, shape in zip(models, input_shapes)]
+    for model, mode, result, peak in zip(models, modes, results, peaks):
+        result["peak_memory_mb"] = peak
+        model.train(mode)
+    return results
+
+
+def profile_model(model: nn.Module, input_shape: Sequence[int], device: torch.device | str = "cpu",
+                  repeats: int = 20, warmup: int = 3, latency: bool = True) -> dict[str, Any]:
+    """Cost of ``model`` (moved to ``device``; its train/eval mode is restored afterwards).
+
+    Returns ``params`` (all), ``inference_params`` (:func:`count_inference_params`), ``flops`` (one forward
+    of the whole ``input_shape`` batch), ``weights_mb`` (MiB of parameters and buffers), ``peak_memory_mb``
+    (MiB of one forward above the weights and input; ``None`` where it cannot be measured), ``latency_ms``
+    and ``latency_min_ms`` (median and minimum over ``repeats`` forwards, ms; ``None`` with
+    ``latency=False``), and the settings: ``input_shape``, ``device``, ``threads`` (torch CPU threads),
+    ``repeats`` (0 without latency), ``warmup``, ``memory_method``.
+    """
+    return profile_models([model], [input_shape], device, repeats, warmup, latency)[0]
+
+
+def _worker(spec_path: str) -> list[Optional[float]]:
+    spec = torch.load(spec_path, weights_only=False)
+    torch.set_num_threads(spec["threads"])
+    cpu = torch.device("cpu")
+    return [_forward_peak_mb(model.eval(), shape, cpu, spec["warmup"])
+            for model, shape in zip(spec["models"], spec["input_shapes"])]
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker(sys.argv[1])))
