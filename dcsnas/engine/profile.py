@@ -189,3 +189,50 @@ def _worker(spec_path: str) -> list[Optional[float]]:
 
 if __name__ == "__main__":
     print(json.dumps(_worker(sys.argv[1])))
+
+
+def train_throughput(model: nn.Module, num_classes: int, input_shape: Sequence[int], device: torch.device | str,
+                     steps: int = 10, warmup: int = 2, amp_dtype: torch.dtype | None = None,
+                     channels_last: bool = False) -> dict[str, Any]:
+    """Images/s of full training steps (forward, CE + triplet loss, backward, Adam step) on random images with
+    P×K-style labels (4 images per identity). CUDA: also the peak allocated memory of a step (MiB)."""
+    from dcsnas.losses.criterion import LossConfig, ReIDCriterion
+
+    device = torch.device(device)
+    model.to(device).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    criterion = ReIDCriterion(LossConfig(), num_classes, model.embedding_dim).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    batch = input_shape[0]
+    images = torch.randn(*input_shape, device=device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = (torch.arange(batch, device=device) // 4) % num_classes
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = model(images)
+        loss = criterion(outputs, labels)["total"]
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(steps):
+        tic = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - tic)
+    step_s = statistics.median(times)
+    return {"images_per_s": batch / step_s, "step_ms": step_s * 1000, "batch": batch,
+            "input_shape": [int(s) for s in input_shape], "device": str(device),
+            "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+            "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}

@@ -1,0 +1,107 @@
+"""DCS: attention weights from a learned, input-dependent subset of channels (seed 002; DESIGN §3).
+
+Gate logits Theta = 1x1 conv(x) in R^{C' x n}, one per token and query/key channel.
+
+- Training: M~ = sigmoid((Theta + g1 - g2) / tau) with g1, g2 ~ Gumbel(0, 1); the forward pass uses the hard
+  mask M = 1[M~ > 0.5], the backward pass the gradient of M~ (straight-through).
+- Evaluation: M = 1[Theta > 0], no noise.
+
+M multiplies Q and K (not V); the attention itself is any backend kernel (``sa``, ``csa``, ``csalr``), so
+DCS-CSALR is ``DCSAttention(C, backend="csalr", landmarks=96)``.
+
+Gate init: weight 0 and bias ``gate_bias`` = 3, so Theta = 3 everywhere at first: evaluation keeps every
+channel and training keeps each with probability sigmoid(3) ~ 0.95 (1[Theta + g1 - g2 > 0] with g1 - g2
+logistic), i.e. DCS starts as its backend and learns which channels to drop. Zero weights still receive
+gradients (dTheta/dW = x).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from dcsnas.attention.base import AttentionBlock, AttentionKernel, option_error
+from dcsnas.attention.csa import CSAKernel
+from dcsnas.attention.csalr import CSALRKernel
+from dcsnas.attention.sa import SAKernel
+
+BACKENDS: dict[str, type[AttentionKernel]] = {"sa": SAKernel, "csa": CSAKernel, "csalr": CSALRKernel}
+
+
+def _gumbel_like(t: Tensor) -> Tensor:
+    return -torch.empty_like(t).exponential_().log()
+
+
+class DCSAttention(AttentionBlock):
+    """DCS block: ``x + gamma * fuse(backend(M * Q, M * K, V))`` on [B, C, H, W].
+
+    Args:
+        channels: C.
+        backend: attention kernel, ``"sa"``, ``"csa"`` or ``"csalr"``.
+        tau: Gumbel-sigmoid temperature (> 0); the trainer anneals it through ``module.tau = ...``.
+        gate_bias: initial gate logit (weights start at 0).
+        groups, qk_ratio, return_attention, keep_output: see ``AttentionBlock``.
+        **backend_options: options of the backend kernel (``scale``/``explicit`` for SA, ``landmarks``).
+
+    After each forward, ``kept_ratio`` holds the fraction of kept query/key channels (a 0-dim tensor).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        backend: str = "sa",
+        tau: float = 1.0,
+        gate_bias: float = 3.0,
+        groups: int = 1,
+        qk_ratio: float = 8,
+        return_attention: bool = False,
+        keep_output: bool = False,
+        **backend_options,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise option_error("backend", backend, "one of " + ", ".join(repr(b) for b in BACKENDS))
+        kernel_cls = BACKENDS[backend]
+        super().__init__(
+            channels, kernel_cls(**backend_options), groups=groups, qk_ratio=qk_ratio,
+            return_attention=return_attention, keep_output=keep_output,
+        )
+        self.backend = backend
+        self.tau = tau
+        self.gate = nn.Conv2d(channels, self.qk_channels, 1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, gate_bias)
+        self.kept_ratio: Optional[Tensor] = None
+
+    @property
+    def tau(self) -> float:
+        return self._tau
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise option_error("tau", value, "a positive number")
+        self._tau = float(value)
+
+    def channel_mask(self, x: Tensor) -> Tensor:
+        """The query/key channel mask M [B, C', H, W] (0/1 values; straight-through gradient in training).
+
+        Channel c of M gates channel c of Q and K (group c // (C'/G), like the grouped projections).
+        """
+        theta = self.gate(x).float()
+        if not self.training:
+            return (theta > 0).float()
+        soft = torch.sigmoid((theta + _gumbel_like(theta) - _gumbel_like(theta)) / self.tau)
+        hard = (soft > 0.5).float()
+        return hard + (soft - soft.detach())  # exactly 0/1 forward, d(soft) backward
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        q, k, v = super().project(x)
+        mask = self.channel_mask(x)
+        self.kept_ratio = mask.detach().mean()
+        mask = mask.to(q.dtype).reshape(q.shape)
+        return q * mask, k * mask, v
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, backend={self.backend!r}, tau={self.tau:g}"

@@ -1,0 +1,108 @@
+"""``dcsnas bench``: benchmarks printed as JSON. Each target is a sub-subcommand (``attention``, ``model``).
+
+A new target adds a ``_register_<target>(sub)`` function and one line in :func:`register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from dcsnas.commands import print_json
+from dcsnas.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("bench", help="benchmarks printed as JSON", description="Benchmarks printed as JSON.")
+    targets = p.add_subparsers(dest="target", metavar="TARGET", required=True)
+    _register_attention(targets)
+    _register_model(targets)
+
+
+def _register_attention(targets: argparse._SubParsersAction) -> None:
+    p = targets.add_parser(
+        "attention",
+        help="SA/CSA/CSALR/DCS: fwd+bwd time, peak memory, attention-map approximation error",
+        description="Forward+backward time and peak memory of every attention module at ResNet-50 stage shapes, "
+                    "and the approximation error of CSA/CSALR attention maps against SA on real backbone features.",
+    )
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--batch", type=int, default=8, help="batch size (default: 8)")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps per case (default: 3)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="interleaved rounds over the cases, times pooled (steadier ratios on a shared machine)")
+    p.add_argument("--quick", action="store_true", help="only the 384x128 layer1 shape and fewer landmark counts")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON to FILE")
+    p.add_argument("--visualize", metavar="PNG", help="write SA vs CSALR attention maps for a few query points")
+    p.set_defaults(func=_run_attention)
+
+
+def _run_attention(args: argparse.Namespace) -> int:
+    for name in ("batch", "repeats", "threads", "rounds"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be a positive integer, got {value}")
+    from dcsnas.attention.bench import run_benchmark
+    from dcsnas.engine.trainer import resolve_device
+    from dcsnas.utils.io import atomic_write_json
+
+    device = str(resolve_device(args.device))
+    result = run_benchmark(device, args.batch, args.repeats, args.quick, args.threads, args.rounds, args.visualize)
+    if args.out:
+        atomic_write_json(args.out, result)
+    print_json(result)
+    return 0
+
+
+def _register_model(targets: argparse._SubParsersAction) -> None:
+    p = targets.add_parser(
+        "model",
+        help="params, FLOPs, latency and peak memory of a model config or arch.json; --train: images/s",
+        description="Profile the model of a train config (or of an arch.json): parameters, FLOPs (torch.utils."
+                    "flop_counter), latency and peak memory of one forward at the config's input size; with "
+                    "--train, images/s of full training steps (AMP and channels-last on CUDA as in training).",
+    )
+    p.add_argument("--config", metavar="FILE", help="train config YAML (default: the built-in defaults)")
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config key, e.g. --set model.backbone=mobilenetv2; repeatable")
+    p.add_argument("--arch", metavar="ARCH.json", help="profile the network an arch.json describes")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default: 1; --train: data.p × data.k)")
+    p.add_argument("--num-classes", type=int, default=751, help="training identities of the classifier (751)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--repeats", type=int, default=20, help="timed forwards or steps (default: 20)")
+    p.add_argument("--train", action="store_true", help="measure training steps instead of inference")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON to FILE")
+    p.set_defaults(func=_run_model)
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    for name in ("batch", "num_classes", "repeats"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    import torch
+
+    from dcsnas.config import load_config
+    from dcsnas.engine.config import TrainConfig
+    from dcsnas.engine.profile import profile_model, train_throughput
+    from dcsnas.engine.trainer import resolve_device
+    from dcsnas.models.builder import create_model
+    from dcsnas.utils.io import atomic_write_json
+
+    extra = ["model.backbone=searched", f"model.arch={args.arch}"] if args.arch else []
+    cfg = load_config(TrainConfig, args.config, [*extra, *args.overrides])
+    device = resolve_device(args.device)
+    model = create_model(cfg.model, args.num_classes)
+    size = (cfg.data.transforms.height, cfg.data.transforms.width)
+    if args.train:
+        batch = args.batch if args.batch > 1 else cfg.data.p * cfg.data.k
+        cuda = device.type == "cuda"
+        result = train_throughput(model, args.num_classes, (batch, 3, *size), device, steps=args.repeats,
+                                  amp_dtype=getattr(torch, cfg.amp_dtype) if cfg.amp and cuda else None,
+                                  channels_last=cfg.channels_last and cuda)
+    else:
+        result = profile_model(model, (args.batch, 3, *size), device, repeats=args.repeats)
+    result = {"backbone": cfg.model.backbone, "attention": [a.name for a in cfg.model.attention], **result}
+    if args.out:
+        atomic_write_json(args.out, result)
+    print_json(result)
+    return 0

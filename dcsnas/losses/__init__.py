@@ -1,0 +1,5 @@
+"""Training losses."""
+
+from dcsnas.losses.information_bottleneck import InformationBottleneck, kmeans
+
+__all__ = ["InformationBottleneck", "kmeans"]

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dcsnas.cli import main
+from dcsnas.config import load_config
+from dcsnas.engine.config import TrainConfig
+from dcsnas.models.builder import create_model
+from dcsnas.utils.flops import count_flops
+
+TINY = Path(__file__).resolve().parents[1] / "experiments" / "cpu" / "tiny_test.yaml"
+
+
+def test_bench_model_reports_the_models_flops(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "model", "--config", str(TINY), "--repeats", "1", "--num-classes", "12", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == result
+    model = create_model(load_config(TrainConfig, TINY).model, 12)
+    assert result["flops"] == count_flops(model, (1, 3, 64, 32)) > 0
+    assert result["input_shape"] == [1, 3, 64, 32] and result["latency_ms"] > 0
+
+
+def test_bench_model_train_mode_and_bad_input(capsys):
+    assert main(["bench", "model", "--config", str(TINY), "--train", "--batch", "8", "--repeats", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["batch"] == 8 and result["images_per_s"] > 0
+    assert main(["bench", "model", "--config", str(TINY), "--repeats", "0"]) == 2
+    assert "--repeats must be a positive integer" in capsys.readouterr().err
