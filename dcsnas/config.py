@@ -90,6 +90,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise err
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise err from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise err
         return float(value)

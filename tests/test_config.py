@@ -31,6 +31,10 @@ def test_defaults_and_yaml_and_overrides(tmp_path):
     assert cfg == Schema(seed=3, amp=False, note="hello", optim=Optim("sgd", 0.01, [1, 2]))
 
 
+def test_exponent_without_dot_is_a_float():
+    assert load_config(Schema, None, ["optim.lr=1e-3"]).optim.lr == 1e-3
+
+
 def test_int_is_accepted_for_float_but_not_the_reverse():
     assert from_dict(Schema, {"optim": {"lr": 1}}).optim.lr == 1.0
     assert isinstance(from_dict(Schema, {"optim": {"lr": 1}}).optim.lr, float)

@@ -19,9 +19,11 @@ from dcsnas.engine.logging import progress
 class EvalConfig:
     """The ``eval`` config section. ``every``: evaluate on the test split every N epochs (0: at the end
     only); the test split is reported, never used to select a checkpoint. ``val_identities`` > 0 carves a
-    validation query/gallery split from that many training identities, and ``best.pt`` is chosen on it."""
+    validation query/gallery split from that many training identities, and ``best.pt`` is chosen on it.
+    ``before_training`` also evaluates the untrained model (the run's chance-level reference)."""
 
     every: int = 10
+    before_training: bool = False
     flip: bool = False
     rerank: bool = False
     metric: Literal["euclidean", "cosine"] = "euclidean"

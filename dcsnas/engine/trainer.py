@@ -102,7 +102,7 @@ class Trainer:
                               f"({len(train)} images of {self.num_classes} identities); lower data.p or data.k")
         self.test_transform = build_transforms(cfg.data.transforms, False)
         self.logger = RunLogger(run.tensorboard, enabled=self.dist.is_main)
-        self.start_epoch, self.elapsed, self.history, self.best = 0, 0.0, [], None
+        self.start_epoch, self.elapsed, self.history, self.best, self.untrained = 0, 0.0, [], None, None
 
     # ----------------------------------------------------------------------------------------- state
     def _build_ib(self):
@@ -117,7 +117,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "center_optimizer": self.center_optimizer.state_dict() if self.center_optimizer else None,
             "scaler": self.scaler.state_dict(), "ib": self.ib.state_dict() if self.ib is not None else None,
-            "elapsed": self.elapsed, "history": self.history, "best": self.best, "config": to_dict(self.cfg),
+            "elapsed": self.elapsed, "history": self.history, "best": self.best, "untrained": self.untrained,
+            "config": to_dict(self.cfg),
             "num_classes": self.num_classes,
         }
 
@@ -138,6 +139,7 @@ class Trainer:
             self.ib.load_state_dict(ckpt["ib"])
         self.start_epoch = ckpt["epoch"] + 1
         self.elapsed, self.history, self.best = ckpt["elapsed"], ckpt["history"], ckpt["best"]
+        self.untrained = ckpt["untrained"]
         set_rng_state(ckpt["rng"])
 
     # ----------------------------------------------------------------------------------------- epochs
@@ -252,6 +254,9 @@ class Trainer:
         """Train from ``start_epoch`` to ``optim.epochs``; returns (and writes) the run's metrics."""
         cfg, epochs = self.cfg, self.cfg.optim.epochs
         last_test = None
+        if cfg.eval.before_training and self.start_epoch == 0 and self.dist.is_main:
+            self.untrained = self.evaluate("test")
+            self.logger.scalars(_scalars(self.untrained), 0, "test/")
         for epoch in range(self.start_epoch, epochs):
             tic = time.perf_counter()
             self.begin_epoch(epoch)
@@ -283,7 +288,7 @@ class Trainer:
             if last_test is None:  # resumed after the last epoch: evaluate the final weights
                 last_test = self.evaluate("test")
             metrics = {"dataset": self.dataset.name, "protocol": "market", "epochs": epochs, "num_classes": self.num_classes,
-                "train_time_s": self.elapsed, "test": last_test, "best_val": self.best,
+                "train_time_s": self.elapsed, "test": last_test, "untrained_test": self.untrained, "best_val": self.best,
                 "history": self.history}
             self.run.write_metrics(metrics)
             self.logger.close()

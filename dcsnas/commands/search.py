@@ -1,0 +1,54 @@
+"""``dcsnas search``: architecture search into a run directory that ends with ``arch.json``.
+
+``--strategy dcs`` (default): DCS-DNAS (:class:`~dcsnas.nas.search.Searcher`). ``--strategy nni:*``: one of
+NNI's strategies on the same space and data (:func:`dcsnas.nas.nni_bridge.run_nni_search`; config schema
+:class:`~dcsnas.tune.NNISearchConfig`, no ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from dcsnas.commands import add_config_arguments, print_json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("search", help="search an architecture (DCS-DNAS or an NNI strategy); writes arch.json")
+    add_config_arguments(parser)
+    parser.add_argument("--strategy", default="dcs",
+                        help="dcs (DCS-DNAS, the default) or an NNI strategy: nni:random, nni:evolution, nni:darts, "
+                             "nni:gumbel-darts")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from dcsnas.commands.train import prepare_run
+
+    if args.strategy != "dcs":
+        run_nni(args)
+        return
+    from dcsnas.nas.config import SearchConfig
+    from dcsnas.nas.search import Searcher
+
+    cfg, run_dir = prepare_run(args, "search", SearchConfig)
+    searcher = Searcher(cfg, run_dir, show_progress=not args.no_progress)
+    if args.resume:
+        searcher.resume()
+    metrics = searcher.fit()
+    test = {k: v for k, v in metrics["test"].items() if k != "cmc"}
+    print_json({"run": str(run_dir.path), "strategy": "dcs", **metrics["arch"], "supernet_test": test})
+
+
+def run_nni(args: argparse.Namespace) -> None:
+    from dcsnas.commands.train import prepare_run
+    from dcsnas.errors import ConfigError
+    from dcsnas.nas.nni_bridge import run_nni_search
+    from dcsnas.tune import NNISearchConfig
+
+    if args.resume:
+        raise ConfigError(f"--resume: --strategy {args.strategy} cannot be resumed (NNI's experiment is not "
+                          "checkpointed here); start it again into a new --out")
+    cfg, run_dir = prepare_run(args, "search", NNISearchConfig)
+    metrics = run_nni_search(cfg, run_dir, args.strategy, show_progress=not args.no_progress)
+    print_json({"run": str(run_dir.path), "strategy": args.strategy, **metrics["arch"]})

@@ -1,0 +1,39 @@
+"""``dcsnas tune --config FILE``: an NNI hyper-parameter experiment (TPE by default) whose trials are
+``dcsnas train``/``retrain`` runs; writes the trials' summary into the run directory (see
+:class:`dcsnas.tune.TuneConfig` and ``experiments/cpu/tune_tiny.yaml``). Needs NNI 3.0. Exits with 1 when
+no trial succeeded."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dcsnas.commands import print_json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("tune", help="NNI hyper-parameter sweep over dcsnas train/retrain trials")
+    parser.add_argument("--config", required=True, metavar="FILE", help="tune config (YAML)")
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                        help="override a tune config key (dotted, e.g. --set max_trials=20); repeatable")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/tune-<time>)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dcsnas.config import load_config
+    from dcsnas.engine.rundir import create_run_dir
+    from dcsnas.tune import TuneConfig
+
+    cfg = load_config(TuneConfig, args.config, args.overrides)
+    from dcsnas.nas.nni_bridge import run_tune
+
+    run_dir = create_run_dir(args.out, "tune", cfg)
+    summary = run_tune(cfg, run_dir)
+    print_json({"run": str(run_dir.path), "best": summary["best"], "num_trials": summary["num_trials"],
+                "num_succeeded": summary["num_succeeded"]})
+    if summary["num_succeeded"] == 0:
+        print(f"dcsnas: error: no trial succeeded; their logs (trial.stderr) are under {run_dir.path / 'nni'}",
+              file=sys.stderr)
+        return 1
+    return 0

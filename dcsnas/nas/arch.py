@@ -1,0 +1,197 @@
+"""``arch.json``: the architecture a search derives (DESIGN §6), versioned and validated on load.
+
+Content (``format: dcsnas-arch``, ``version: 1``): the skeleton (``mobilenetv2``: stem, per stage its
+stride, width and op per block, head conv; ``resnet50``: pretrained flag and last stride), the attention
+per stage with its options (``null``: none), the input size (height, width) it was searched for, its
+FLOPs (at that size, batch 1) and parameters (backbone + attentions, without the identity-dependent
+Re-ID head), and ``search``: the search config's hash and the space's name and hash.
+
+:func:`derive_arch` takes the argmax of every choice; :func:`load_arch` reads a file back, refusing another
+format or version and an architecture that does not fit its skeleton, with errors naming file and key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from dcsnas.config import from_dict, to_dict
+from dcsnas.errors import ConfigError
+from dcsnas.models.blocks import SKIP, parse_op, skip_allowed
+from dcsnas.nas.cost import CostModel
+from dcsnas.nas.space import CONV_HEAD, RESNET50_CHANNELS, RESNET50_STAGES, STEM, MobileNetV2Space, SearchSpace
+from dcsnas.utils.io import atomic_write_json
+
+ARCH_FORMAT = "dcsnas-arch"
+ARCH_VERSION = 1
+
+
+@dataclass
+class ArchAttention:
+    """``create_attention(name, width, **options)`` after the stage."""
+
+    name: str
+    options: dict[str, Any]
+
+
+@dataclass
+class ArchStage:
+    """A stage of a derived mobilenetv2 network: ``ops[b]`` is block b's op; block 0 has ``stride``."""
+
+    name: str
+    stride: int
+    width: int
+    ops: list[str]
+    attention: Optional[ArchAttention] = None
+
+    def __post_init__(self) -> None:
+        if self.name in (STEM, CONV_HEAD) or not self.name.isidentifier():
+            raise ValueError(f"stage name {self.name!r} is not allowed")
+        if self.stride not in (1, 2) or self.width < 1 or not self.ops:
+            raise ValueError("expected stride 1 or 2, width >= 1 and at least one op")
+        for op in self.ops:
+            parse_op(op)
+
+
+@dataclass
+class ResNetArchStage:
+    name: str
+    attention: Optional[ArchAttention] = None
+
+    def __post_init__(self) -> None:
+        if self.name not in RESNET50_STAGES:
+            raise ValueError(f"{self.name!r} is not a ResNet-50 stage; allowed: {', '.join(RESNET50_STAGES)}")
+
+
+@dataclass
+class _ArchBase:
+    format: str
+    version: int
+    space: str
+    input_size: list[int]
+    flops: int
+    params: int
+    search: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if len(self.input_size) != 2 or min(self.input_size) < 1:
+            raise ValueError(f"input_size = {self.input_size}; expected [height, width]")
+
+
+@dataclass
+class MobileNetV2Arch(_ArchBase):
+    skeleton: Literal["mobilenetv2"] = "mobilenetv2"
+    stem_channels: int = 32
+    stem_stride: int = 2
+    head_channels: int = 1280
+    stages: tuple[ArchStage, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.stages:
+            raise ValueError("stages is empty")
+        width = self.stem_channels
+        for i, stage in enumerate(self.stages):
+            for b, op in enumerate(stage.ops):
+                stride = stage.stride if b == 0 else 1
+                if op == SKIP and not skip_allowed(width, stage.width, stride):
+                    raise ValueError(f"stages[{i}].ops[{b}] = 'skip' does not fit the skeleton: the block maps "
+                                     f"{width}→{stage.width} channels with stride {stride}")
+                width = stage.width
+
+
+@dataclass
+class ResNet50Arch(_ArchBase):
+    skeleton: Literal["resnet50"] = "resnet50"
+    pretrained: bool = False
+    last_stride: int = 1
+    stages: tuple[ResNetArchStage, ...] = ()
+
+
+Arch = Union[MobileNetV2Arch, ResNet50Arch]
+_SKELETONS = {"mobilenetv2": MobileNetV2Arch, "resnet50": ResNet50Arch}
+
+
+def attention_widths(arch: Arch) -> dict[str, int]:
+    """The channel count each stage's attention runs on."""
+    if isinstance(arch, MobileNetV2Arch):
+        return {s.name: s.width for s in arch.stages}
+    return {s.name: RESNET50_CHANNELS[s.name] for s in arch.stages}
+
+
+def parse_arch(data: Any, source: str) -> Arch:
+    """Validate an arch.json mapping; ``source`` names it in errors."""
+    if not isinstance(data, dict) or data.get("format") != ARCH_FORMAT:
+        raise ConfigError(f"'{source}' is not an arch.json: expected a mapping with format = '{ARCH_FORMAT}'")
+    if data.get("version") != ARCH_VERSION:
+        raise ConfigError(f"arch '{source}': version = {data.get('version')!r}, expected {ARCH_VERSION} "
+                          f"(this dcsnas reads arch.json version {ARCH_VERSION}; derive it again)")
+    skeleton = data.get("skeleton")
+    if skeleton not in _SKELETONS:
+        raise ConfigError(f"arch '{source}': key 'skeleton' = {skeleton!r}; allowed: {', '.join(_SKELETONS)}")
+    try:
+        arch = from_dict(_SKELETONS[skeleton], data)
+    except ConfigError as exc:
+        raise ConfigError(f"arch '{source}': {exc}") from None
+    names = [s.name for s in arch.stages]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"arch '{source}': stage names repeat: {names}")
+    _check_attentions(arch, source)
+    return arch
+
+
+def _check_attentions(arch: Arch, source: str) -> None:
+    from dcsnas.attention import create_attention
+
+    widths = attention_widths(arch)
+    for i, stage in enumerate(arch.stages):
+        if stage.attention is not None:
+            try:
+                create_attention(stage.attention.name, widths[stage.name], **stage.attention.options)
+            except ConfigError as exc:
+                raise ConfigError(f"arch '{source}': stages[{i}].attention ({stage.name}, "
+                                  f"{widths[stage.name]} channels): {exc}") from None
+
+
+def load_arch(path: str | Path) -> Arch:
+    """Read and validate an arch.json file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"arch file '{path}' does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"arch file '{path}' is not valid JSON: {exc}") from None
+    return parse_arch(data, str(path))
+
+
+def derive_arch(space: SearchSpace, indices: dict[str, int], costs: CostModel, search: dict[str, Any]) -> Arch:
+    """The architecture taking option ``indices[key]`` of every choice (the argmax, for a search)."""
+    common = dict(format=ARCH_FORMAT, version=ARCH_VERSION, space=space.name, input_size=list(costs.input_size),
+                  flops=costs.exact(indices, "flops"), params=costs.exact(indices, "params"), search=search)
+
+    def attention(i: int) -> Optional[ArchAttention]:
+        choice = space.attention_choice(i)
+        candidate = choice.options[indices[choice.key]]
+        return None if candidate is None else ArchAttention(candidate.name, dict(candidate.options))
+
+    if isinstance(space, MobileNetV2Space):
+        slots = list(space.blocks())
+        stages = []
+        for i, stage in enumerate(space.stages):
+            width = space.width_choice(i)
+            ops = [s.op.options[indices[s.op.key]] for s in slots if s.stage == stage.name]
+            stages.append(ArchStage(stage.name, stage.stride, width.options[indices[width.key]], ops, attention(i)))
+        return MobileNetV2Arch(**common, stem_channels=space.stem_channels, stem_stride=space.stem_stride,
+                               head_channels=space.head_channels, stages=tuple(stages))
+    stages = [ResNetArchStage(s.name, attention(i)) for i, s in enumerate(space.stages)]
+    return ResNet50Arch(**common, pretrained=space.pretrained, last_stride=space.last_stride, stages=tuple(stages))
+
+
+def write_arch(path: str | Path, arch: Arch) -> None:
+    """Write ``arch`` as JSON, atomically: format, version and skeleton first, then the rest."""
+    data = to_dict(arch)
+    first = ("format", "version", "skeleton", "space", "input_size", "flops", "params")
+    atomic_write_json(path, {**{k: data[k] for k in first}, **data})

@@ -1,0 +1,64 @@
+"""The config schema of ``dcsnas search``: the training sections of :class:`~dcsnas.engine.config.TrainConfig`
+(data, loss, optim for the weights, eval, schedules) plus the Re-ID head and the ``search`` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dcsnas.data.config import DataConfig
+from dcsnas.engine.config import ScheduleConfig
+from dcsnas.engine.evaluator import EvalConfig
+from dcsnas.engine.optim import OptimConfig
+from dcsnas.losses.criterion import LossConfig
+from dcsnas.nas.cost import CostConfig
+
+
+@dataclass
+class NASConfig:
+    """The ``search`` section (DESIGN §6).
+
+    ``space``: search-space YAML. ``mode``: ``soft`` (all candidates, weighted) or ``hard`` (one sampled
+    path per step). Gumbel temperature τ = ``tau_start`` · ``tau_decay``^epoch (FBNet: 5, ×0.956).
+    ``warmup_epochs`` E₀: weight steps only. Architecture steps: Adam on α with DARTS's and GDAS's settings
+    (``arch_lr`` 3·10⁻⁴, betas (0.5, 0.999), ``arch_weight_decay`` 10⁻³). ``split``: ``per_identity`` puts ``arch_fraction`` of each training
+    identity's images in the architecture split (the classifier sees every identity); ``identity_disjoint``
+    gives that fraction of the identities to it, and architecture steps use the metric losses only (no
+    CE, no IB: their identities have no class or Q(a|y)).
+    """
+
+    space: str = "search_spaces/mbv2_reid.yaml"
+    mode: Literal["soft", "hard"] = "hard"
+    tau_start: float = 5.0
+    tau_decay: float = 0.956
+    warmup_epochs: int = 2
+    arch_lr: float = 3e-4
+    arch_weight_decay: float = 1e-3
+    split: Literal["per_identity", "identity_disjoint"] = "per_identity"
+    arch_fraction: float = 0.5
+    cost: CostConfig = field(default_factory=CostConfig)
+
+    def __post_init__(self) -> None:
+        if self.tau_start <= 0 or not 0 < self.tau_decay <= 1:
+            raise ValueError("tau_start must be > 0 and tau_decay in (0, 1]")
+        if self.warmup_epochs < 0 or self.arch_lr <= 0:
+            raise ValueError("warmup_epochs must be >= 0 and arch_lr > 0")
+        if not 0 < self.arch_fraction < 1:
+            raise ValueError(f"arch_fraction must be in (0, 1), got {self.arch_fraction}")
+
+
+@dataclass
+class SearchConfig:
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    channels_last: bool = True
+    log_every: int = 20
+    head: Literal["bnneck", "pcb"] = "bnneck"
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    search: NASConfig = field(default_factory=NASConfig)

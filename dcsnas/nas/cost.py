@@ -1,0 +1,254 @@
+"""Cost model of a search space: FLOPs and parameters per candidate, their expectation (differentiable in
+the architecture logits), and the cost term of the architecture step.
+
+**Table.** Every part of the network (stem, each block, each attention, the head conv; the fixed
+ResNet-50 stages) is a :class:`CostTerm` over the choices it depends on (a block: its op, its input width
+and its output width), with one entry per combination, measured once by building the candidate from
+:mod:`dcsnas.models.blocks` / :mod:`dcsnas.attention` exactly as the derived network does and counting it
+with ``torch.utils.flop_counter`` at its input resolution (batch 1; :func:`dcsnas.utils.flops.count_flops`).
+A derived network's FLOPs and parameters are therefore the sums of its table entries, exactly.
+
+**Expectation.** With independent choices and weights w_c (p_c = softmax(α_c), or the Gumbel-softmax sample
+of the step), E[cost] = Σ_terms Σ_{i,j,…} w_a(i) w_b(j) … T[i, j, …], linear in each w_c.
+
+**Loss** (:class:`CostLoss`): FBNet's multiplicative form L = L_task · (a · log(F / unit))^b, or a
+two-sided hinge L = L_task + λ · max(0, |F / T − 1| − tolerance) around a FLOPs target T.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import torch
+from torch import Tensor, nn
+
+from dcsnas.errors import ConfigError
+from dcsnas.models.blocks import build_op, conv_head, conv_output_size, stem
+from dcsnas.nas.distribution import ArchDistribution
+from dcsnas.nas.space import CONV_HEAD, RESNET50_STAGES, STEM, Choice, MobileNetV2Space, SearchSpace
+from dcsnas.utils.flops import count_flops, count_params
+
+@dataclass
+class CostTerm:
+    """One part of the network: ``name``, the choice ``keys`` it depends on, and ``flops``/``params``
+    tables (float64) of shape ``[n_k for k in keys]`` (0-dim for a fixed part)."""
+
+    name: str
+    keys: tuple[str, ...]
+    flops: Tensor
+    params: Tensor
+
+
+class CostModel:
+    """The cost table of a space at one input size; see the module docstring."""
+
+    def __init__(self, terms: list[CostTerm], choices: list[Choice], input_size: tuple[int, int]):
+        self.terms, self.input_size = terms, tuple(input_size)
+        self.sizes = {c.key: len(c.options) for c in choices}
+
+    def expected(self, weights: dict[str, Tensor], metric: str = "flops") -> Tensor:
+        """Σ_terms of the table contracted with the per-choice weights ``[n_c]``: a 0-dim tensor (float32)."""
+        total = 0.0
+        for term in self.terms:
+            table = getattr(term, metric)
+            if not term.keys:
+                total = total + float(table)
+                continue
+            ref = weights[term.keys[0]]
+            letters = "abcdefgh"[:len(term.keys)]
+            spec = ",".join(letters) + "," + letters + "->"
+            total = total + torch.einsum(spec, *(weights[k] for k in term.keys),
+                                         table.to(device=ref.device, dtype=ref.dtype))
+        return total if isinstance(total, Tensor) else torch.tensor(total)
+
+    def exact(self, indices: dict[str, int], metric: str = "flops") -> int:
+        """The cost of the architecture that takes option ``indices[key]`` of every choice."""
+        return int(round(sum(float(getattr(t, metric)[tuple(indices[k] for k in t.keys)]) for t in self.terms)))
+
+    def bounds(self, metric: str = "flops") -> tuple[int, int]:
+        """(smallest, largest) cost of any architecture of the space: choices shared by several terms (the
+        widths) are enumerated, those private to one term are minimised/maximised inside it."""
+        counts: dict[str, int] = {}
+        for t in self.terms:
+            for k in t.keys:
+                counts[k] = counts.get(k, 0) + 1
+        shared = [k for k, n in counts.items() if n > 1 and self.sizes[k] > 1]
+        low, high = float("inf"), float("-inf")
+        for combo in itertools.product(*(range(self.sizes[k]) for k in shared)):
+            fixed = dict(zip(shared, combo))
+            lo = hi = 0.0
+            for t in self.terms:
+                table = getattr(t, metric)[tuple(fixed.get(k, slice(None)) for k in t.keys)]
+                lo, hi = lo + float(table.min()), hi + float(table.max())
+            low, high = min(low, lo), max(high, hi)
+        return int(round(low)), int(round(high))
+
+
+class _Meter:
+    """FLOPs/params of modules at input shapes, cached by a description of the module. Convolutional parts
+    are counted on the ``meta`` device (shapes only, no arithmetic); attentions, whose kernels need data
+    (a linear solve, one-hot indicators), run on zeros on the CPU."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple, tuple[int, int]] = {}
+
+    def __call__(self, key: tuple, build: Callable[[], nn.Module], shape: tuple[int, ...],
+                 meta: bool = True) -> tuple[int, int]:
+        if key + shape not in self.cache:
+            device = torch.device("meta" if meta else "cpu")
+            with device:
+                module = build()
+            self.cache[key + shape] = (count_flops(module, shape, device), count_params(module))
+        return self.cache[key + shape]
+
+
+def _term(name: str, choices: list[Choice], measure: Callable[..., tuple[int, int]]) -> CostTerm:
+    """Measure ``measure(*options)`` for every combination of the ``choices``' options (duplicates merged)."""
+    unique = list({c.key: c for c in choices}.values())
+    shape = [len(c.options) for c in unique]
+    flops, params = torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
+    for index in itertools.product(*(range(n) for n in shape)):
+        option = {c.key: c.options[i] for c, i in zip(unique, index)}
+        flops[index], params[index] = measure(*(option[c.key] for c in choices))
+    return CostTerm(name, tuple(c.key for c in unique), flops, params)
+
+
+def _attention_cost(meter: _Meter, candidate, channels: int, size: tuple[int, int]) -> tuple[int, int]:
+    from dcsnas.attention import create_attention
+
+    if candidate is None:
+        return 0, 0
+    key = ("attention", candidate.label, tuple(sorted(candidate.options.items(), key=str)), channels)
+    try:
+        return meter(key, lambda: create_attention(candidate.name, channels, **candidate.options),
+                     (1, channels, *size), meta=False)
+    except ConfigError as exc:
+        raise ConfigError(f"attention candidate {candidate.label} with {channels} channels on a "
+                          f"{size[0]}×{size[1]} map: {exc}") from None
+
+
+def measure_costs(space: SearchSpace, input_size: tuple[int, int]) -> CostModel:
+    """The cost table of ``space`` for inputs of ``input_size`` = (height, width) pixels."""
+    meter = _Meter()
+    terms: list[CostTerm] = []
+    if isinstance(space, MobileNetV2Space):
+        size = conv_output_size(input_size, space.stem_stride)
+        terms.append(_term(STEM, [], lambda: meter(("stem", space.stem_channels, space.stem_stride),
+                                                   lambda: stem(space.stem_channels, space.stem_stride),
+                                                   (1, 3, *input_size))))
+        slots = list(space.blocks())
+        for i, stage in enumerate(space.stages):
+            for slot in (s for s in slots if s.stage == stage.name):
+                in_size, size = size, conv_output_size(size, slot.stride)
+                terms.append(_term(f"{stage.name}/{slot.index}", [slot.op, slot.width_in, slot.width_out],
+                                   lambda op, c_in, c_out, s=slot.stride, hw=in_size: meter(
+                                       ("op", op, c_in, c_out, s), lambda: build_op(op, c_in, c_out, s),
+                                       (1, c_in, *hw))))
+            terms.append(_term(f"{stage.name}/attention", [space.attention_choice(i), space.width_choice(i)],
+                               lambda a, c, hw=size: _attention_cost(meter, a, c, hw)))
+        last = space.width_choice(len(space.stages) - 1)
+        terms.append(_term(CONV_HEAD, [last], lambda c: meter(("head", c, space.head_channels),
+                                                              lambda: conv_head(c, space.head_channels),
+                                                              (1, c, *size))))
+        return CostModel(terms, space.choices(), input_size)
+    from dcsnas.models.backbones import resnet50
+
+    with torch.device("meta"):
+        net = resnet50(False, space.last_stride).eval()
+    searched = {s.name: i for i, s in enumerate(space.stages)}
+    shape = (1, 3, *input_size)
+    for name in RESNET50_STAGES:
+        module = net.stages[name]
+        terms.append(_term(name, [], lambda m=module, s=shape: (count_flops(m, s, "meta"), count_params(m))))
+        with torch.no_grad():
+            shape = tuple(module(torch.zeros(shape, device="meta")).shape)
+        if name in searched:
+            terms.append(_term(f"{name}/attention", [space.attention_choice(searched[name])],
+                               lambda a, c=shape[1], hw=shape[2:]: _attention_cost(meter, a, c, hw)))
+    return CostModel(terms, space.choices(), input_size)
+
+
+@dataclass
+class CostConfig:
+    """The ``search.cost`` section: the cost term of the architecture step.
+
+    ``kind``: ``none``; ``fbnet``: L = L_task · (a · log(F / unit))^b (FBNet: a = 0.2, b = 0.6; F in units
+    of ``unit`` FLOPs, so log F > 0 is required); ``hinge``: L = L_task + weight · max(0, |F/T − 1| − tolerance)
+    with T = ``target_mflops``·10⁶.
+
+    ``estimate``, the FLOPs F used: ``sampled``, those of the step's Gumbel sample relaxed by its weights
+    (FBNet); ``expected``, the expectation under p = softmax(α); ``argmax``, those of the current argmax
+    architecture (the one ``derive`` writes) with the gradient of the expectation (straight-through). The
+    gradient of any of them moves every choice towards its cheaper (or dearer) options together, so only the
+    task loss tells choices apart; a target is met by the derived architecture only with ``argmax``, which
+    stops pushing once that architecture is within the tolerance. Default (null): ``sampled`` for ``fbnet``,
+    ``argmax`` for ``hinge``.
+    """
+
+    kind: Literal["none", "fbnet", "hinge"] = "fbnet"
+    estimate: Optional[Literal["sampled", "expected", "argmax"]] = None
+    a: float = 0.2
+    b: float = 0.6
+    unit: float = 1e6
+    target_mflops: Optional[float] = None
+    weight: float = 1.0
+    tolerance: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.a <= 0 or self.b <= 0 or self.unit <= 0 or self.weight < 0 or self.tolerance < 0:
+            raise ValueError("a, b, unit must be > 0 and weight, tolerance >= 0")
+        if self.kind == "hinge" and (self.target_mflops is None or self.target_mflops <= 0):
+            raise ValueError("kind = 'hinge' needs target_mflops > 0")
+        if self.estimate is None:
+            self.estimate = "argmax" if self.kind == "hinge" else "sampled"
+
+
+class CostLoss:
+    """``loss(task, distribution, sampled)`` → (architecture-step loss, the FLOPs F it used); see
+    :class:`CostConfig`. ``sampled``: the weights of the step's forward pass. The space's FLOPs range is
+    checked against the config on construction (errors name the key)."""
+
+    def __init__(self, cfg: CostConfig, costs: CostModel):
+        self.cfg, self.costs = cfg, costs
+        low, high = costs.bounds("flops")
+        size = "×".join(map(str, costs.input_size))
+        if cfg.kind == "hinge" and not low <= cfg.target_mflops * 1e6 <= high:
+            raise ConfigError(f"search.cost.target_mflops = {cfg.target_mflops:g} is outside the FLOPs of the "
+                              f"search space at {size}: expected a value in [{low / 1e6:.3f}, {high / 1e6:.3f}] "
+                              "MFLOPs (smallest, largest architecture)")
+        if cfg.kind == "fbnet" and low <= cfg.unit:
+            raise ConfigError(f"search.cost.unit = {cfg.unit:g}: the smallest architecture has {low} FLOPs, so "
+                              f"log(F / unit) would not be positive; use a unit below {low}")
+
+    def __call__(self, task: Tensor, distribution: ArchDistribution,
+                 sampled: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        cfg = self.cfg
+        weights = {"sampled": lambda: sampled, "expected": distribution.probabilities,
+                   "argmax": distribution.straight_through_argmax}[cfg.estimate]()
+        flops = self.costs.expected(weights, "flops")
+        if cfg.kind == "fbnet":
+            return task * (cfg.a * torch.log(flops / cfg.unit)) ** cfg.b, flops
+        if cfg.kind == "hinge":
+            ratio = flops / (cfg.target_mflops * 1e6)
+            return task + cfg.weight * torch.relu((ratio - 1).abs() - cfg.tolerance), flops
+        return task, flops
+
+
+def cached_costs(space: SearchSpace, input_size: tuple[int, int], path: str | Path) -> CostModel:
+    """:func:`measure_costs`, stored in ``path`` and read from there when space and input size match (a
+    search, its resume and ``dcsnas derive`` measure the table once)."""
+    from dcsnas.config import config_hash
+    from dcsnas.utils.io import atomic_torch_save
+
+    key = {"space": config_hash(space), "input_size": list(input_size)}
+    path = Path(path)
+    if path.is_file():
+        stored = torch.load(path, map_location="cpu", weights_only=False)
+        if stored["key"] == key:
+            return CostModel(stored["terms"], space.choices(), input_size)
+    costs = measure_costs(space, input_size)
+    atomic_torch_save({"key": key, "terms": costs.terms}, path)
+    return costs

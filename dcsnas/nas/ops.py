@@ -1,0 +1,212 @@
+"""Mixed ops of the supernet: a choice among candidate blocks, width masks, and the attention choice.
+
+All mixed ops read the weights of the current forward pass from a shared :class:`Selection` (filled by
+the supernet from :class:`~dcsnas.nas.distribution.ArchDistribution`), one ``[n]`` vector per choice key.
+
+- **Op choice** (:class:`MixedBlock`): ``soft`` mode returns Σ_j w_j · op_j(x) (FBNet/DARTS); ``hard``
+  mode (and evaluation) runs only the sampled op i, and its value is op_i(x) (w is one-hot) while w keeps a
+  gradient (straight-through). Where every candidate is residual, op_j(x) = x + F_j(x) (the blocks after the
+  first of a stage: inverted residuals and ``skip`` with F = 0; the attentions), the single path returns
+  x + w_i · F_i(x): the unsampled branches count as 0, and the gradient of w_i measures the sampled branch
+  against the identity. Elsewhere it returns w_i · op_i(x) + Σ_{j≠i} w_j (GDAS). The residual form matters
+  in a chain of blocks: a block's whole output feeds a conv and a BatchNorm, which ignore its scale, so
+  the gradient of w_i · op_i(x) vanishes there. In soft mode both forms have the same value and, as Σ_j w_j
+  = 1, the same gradient in α.
+- **Width choice** (FBNetV2): each conv is built at the widest width (one set of weights); its output is
+  multiplied by the channel mask m = Σ_i w_i · 1[c < width_i] ``[C_max]``. In an inverted residual the
+  hidden channels get the mask of e·width_in, the output the mask of width_out, so with one-hot weights the
+  masked supernet computes exactly the channels of the child network. On the single path (hard mode,
+  evaluation) the block runs only the leading slices of its weights for the sampled widths (no arithmetic
+  on masked channels) and multiplies by the same masks cut to those widths (value 1, the width logits'
+  gradient), then zero-pads to the widest width; a wider option's logit then sees the gradient of the
+  active channels only, as GDAS's unsampled ops see a constant.
+- **Attention choice** (:class:`MixedAttention`): ``none`` (identity) or an attention module at the widest
+  width of its stage, chosen like an op; the output is masked with the stage's width mask again.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dcsnas.models.blocks import InvertedResidual, parse_op
+from dcsnas.nas.space import AttentionCandidate, Choice
+
+
+class Selection:
+    """The weights ``[n]`` per choice key of the forward pass in progress, and whether they are one-hot
+    (hard mode or evaluation): then a mixed op runs only its selected candidate."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, Tensor] = {}
+        self.single_path = True
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self.weights[key]
+
+
+def mask_matrix(widths: Sequence[int], scale: int = 1) -> Tensor:
+    """``[n, scale·max(widths)]`` 0/1 rows: row i keeps the first ``scale·widths[i]`` channels."""
+    channels = torch.arange(scale * max(widths))
+    return (channels[None, :] < scale * torch.tensor(widths)[:, None]).float()
+
+
+def channel_mask(weights: Tensor, masks: Tensor, like: Tensor) -> Tensor:
+    """Σ_i w_i · masks_i as ``[1, C, 1, 1]`` in the dtype of ``like``."""
+    return (weights.to(masks.dtype) @ masks).to(like.dtype)[None, :, None, None]
+
+
+def choose(weights: Tensor, single_path: bool, run, identity: Optional[Tensor] = None) -> Tensor:
+    """Combine candidates ``run(j)`` (a tensor per index j) under ``weights`` ``[n]``: the weighted sum of
+    all or, on the ``single_path``, only the selected one in the straight-through form of the module
+    docstring (the residual form when the candidates are residual around ``identity``)."""
+    if len(weights) == 1:
+        return run(0)
+    if not single_path:
+        return sum(w.to(out.dtype) * out for w, out in ((weights[j], run(j)) for j in range(len(weights))))
+    i = int(weights.argmax())
+    out = run(i)
+    if identity is not None:
+        return identity + weights[i].to(out.dtype) * (out - identity)
+    return out * weights[i].to(out.dtype) + (weights.sum() - weights[i]).to(out.dtype)
+
+
+class MaskedInvertedResidual(InvertedResidual):
+    """:class:`~dcsnas.models.blocks.InvertedResidual` at the widest widths, with width masks.
+
+    Args:
+        widths_in: input width options (the previous stage's choice, or the own one after block 0).
+        widths_out: output width options.
+        stride, kernel, expansion: as in ``InvertedResidual``.
+        shared: True when input and output widths are the same choice (blocks after the first).
+
+    ``forward(x, w_in, w_out, sliced=False)``: ``x`` ``[B, max(widths_in), H, W]`` (masked), ``w_in``
+    ``[n_in]``, ``w_out`` ``[n_out]`` → ``[B, max(widths_out), H', W']``. The residual is added with weight
+    P(width_in = width_out), 1 for a shared choice, so that it exists exactly where the child network has one.
+    ``sliced`` (one-hot weights only): compute the selected widths alone (module docstring).
+    """
+
+    def __init__(self, widths_in: Sequence[int], widths_out: Sequence[int], stride: int, kernel: int,
+                 expansion: int, shared: bool):
+        super().__init__(max(widths_in), max(widths_out), stride, kernel, expansion)
+        self.widths_in, self.widths_out = tuple(widths_in), tuple(widths_out)
+        self.expansion, self.shared = expansion, shared
+        self.register_buffer("hidden_masks", mask_matrix(widths_in, expansion), persistent=False)
+        self.register_buffer("out_masks", mask_matrix(widths_out), persistent=False)
+        equal = torch.tensor([[float(a == b) for b in widths_out] for a in widths_in])
+        self.register_buffer("equal_widths", equal, persistent=False)
+        self.residual = stride == 1 and (shared or bool(equal.any()))
+
+    def forward(self, x: Tensor, w_in: Tensor, w_out: Tensor, sliced: bool = False) -> Tensor:
+        if sliced:
+            return self._forward_sliced(x, w_in, w_out)
+        hidden = channel_mask(w_in, self.hidden_masks, x) if len(w_in) > 1 else None
+        h = self.expand(x)
+        if hidden is not None and self.expansion != 1:
+            h = h * hidden
+        h = self.depthwise(h)
+        if hidden is not None:
+            h = h * hidden
+        y = self.project(h)
+        if len(w_out) > 1:
+            y = y * channel_mask(w_out, self.out_masks, y)
+        return self._add_residual(y, x, w_in, w_out)
+
+    def _forward_sliced(self, x: Tensor, w_in: Tensor, w_out: Tensor) -> Tensor:
+        c_in, c_out = self.widths_in[int(w_in.argmax())], self.widths_out[int(w_out.argmax())]
+        hidden = self.expansion * c_in
+        x = x[:, :c_in]
+        h = _conv_bn_act(self.expand, x, hidden) if self.expansion != 1 else x
+        h = _conv_bn_act(self.depthwise, h, hidden)
+        if len(w_in) > 1:
+            h = h * channel_mask(w_in, self.hidden_masks[:, :hidden], h)
+        y = _conv_bn_act(self.project, h, c_out)
+        if len(w_out) > 1:
+            y = y * channel_mask(w_out, self.out_masks[:, :c_out], y)
+        return _fit_channels(self._add_residual(y, x, w_in, w_out), max(self.widths_out))
+
+    def _add_residual(self, y: Tensor, x: Tensor, w_in: Tensor, w_out: Tensor) -> Tensor:
+        if not self.residual:
+            return y
+        if self.shared:
+            return x + y
+        p_equal = w_in.to(self.equal_widths.dtype) @ self.equal_widths @ w_out.to(self.equal_widths.dtype)
+        return y + p_equal.to(y.dtype) * _fit_channels(x, y.shape[1])
+
+
+def _conv_bn_act(block: nn.Sequential, x: Tensor, channels: int) -> Tensor:
+    """A :class:`~dcsnas.models.blocks.ConvBNAct` with only its first ``channels`` filters, reading the
+    channels of ``x`` (the leading ones of its input); BN statistics update the same leading entries."""
+    conv, bn = block[0], block[1]
+    groups = channels if conv.groups > 1 else 1  # depthwise stays depthwise
+    y = F.conv2d(x, conv.weight[:channels, :x.shape[1] // groups], None, conv.stride, conv.padding, 1, groups)
+    if bn.training:
+        bn.num_batches_tracked.add_(1)
+    y = F.batch_norm(y, bn.running_mean[:channels], bn.running_var[:channels], bn.weight[:channels],
+                     bn.bias[:channels], bn.training, bn.momentum, bn.eps)
+    return F.relu6(y) if len(block) > 2 else y
+
+
+def _fit_channels(x: Tensor, channels: int) -> Tensor:
+    """``x`` cut or zero-padded to ``channels`` (the channels beyond the active width are 0 anyway)."""
+    if x.shape[1] >= channels:
+        return x[:, :channels]
+    return nn.functional.pad(x, (0, 0, 0, 0, 0, channels - x.shape[1]))
+
+
+class MaskedSkip(nn.Module):
+    """The ``skip`` op: ``forward(x, w_in, w_out, sliced) = x`` (only where input and output widths agree)."""
+
+    def forward(self, x: Tensor, w_in: Tensor, w_out: Tensor, sliced: bool = False) -> Tensor:
+        return x
+
+
+class MixedBlock(nn.Module):
+    """One block of the supernet: the candidates of ``op`` between the width choices ``width_in`` and
+    ``width_out``. ``[B, max(width_in), H, W]`` → ``[B, max(width_out), H', W']``."""
+
+    def __init__(self, op: Choice, width_in: Choice, width_out: Choice, stride: int, selection: Selection):
+        super().__init__()
+        self.key, self.keys = op.key, (op.key, width_in.key, width_out.key)
+        self.selection = selection
+        self.residual = width_in == width_out and stride == 1  # every candidate is x + F(x)
+        candidates = []
+        for name in op.options:
+            spec = parse_op(name)
+            candidates.append(MaskedSkip() if spec is None else MaskedInvertedResidual(
+                width_in.options, width_out.options, stride, *spec, shared=width_in == width_out))
+        self.candidates = nn.ModuleList(candidates)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w_op, w_in, w_out = (self.selection[k] for k in self.keys)
+        single = self.selection.single_path
+        return choose(w_op, single, lambda j: self.candidates[j](x, w_in, w_out, sliced=single),
+                      x if self.residual else None)
+
+
+class MixedAttention(nn.Module):
+    """The attention choice after a stage of ``channels`` (widest) channels: ``none`` or an attention
+    module, then the width mask of ``width`` (``None``: a fixed width). ``[B, C, H, W]`` → same."""
+
+    def __init__(self, attention: Choice, channels: int, width: Optional[Choice], selection: Selection):
+        from dcsnas.attention import create_attention
+
+        super().__init__()
+        self.key = attention.key
+        self.width_key = width.key if width is not None and width.searchable else None
+        self.selection = selection
+        self.candidates = nn.ModuleList(
+            nn.Identity() if c is None else create_attention(c.name, channels, **c.options)
+            for c in attention.options)
+        self.attends = [isinstance(c, AttentionCandidate) for c in attention.options]
+        if self.width_key is not None:
+            self.register_buffer("out_masks", mask_matrix(width.options), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = choose(self.selection[self.key], self.selection.single_path, lambda j: self.candidates[j](x), x)
+        if self.width_key is not None and any(self.attends):
+            y = y * channel_mask(self.selection[self.width_key], self.out_masks, y)
+        return y

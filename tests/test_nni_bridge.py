@@ -1,0 +1,270 @@
+"""The NNI bridge: model spaces of our search-space files, NNI's strategies ending in arch.json, the trials
+of dcsnas tune and the NNI manager's loopback binding. Skipped where NNI is not installed."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("nni", reason="NNI 3.0 is not installed")
+
+from dcsnas.cli import main as cli_main
+from dcsnas.config import load_config, read_yaml, to_dict
+from dcsnas.engine.rundir import create_run_dir
+from dcsnas.errors import ConfigError
+from dcsnas.models.builder import ModelConfig, create_model
+from dcsnas.models.searched import build_searched_backbone
+from dcsnas.nas import nni_bridge
+from dcsnas.nas.arch import derive_arch, load_arch, write_arch
+from dcsnas.nas.cost import measure_costs
+from dcsnas.nas.nni_bridge import ReIDSpace, run_nni_search, sample_indices
+from dcsnas.nas.space import load_space
+from dcsnas.tune import NNISearchConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = ROOT / "search_spaces"
+INPUT = (64, 32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    from dcsnas.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("data") / "synthetic-tiny"
+    generate("tiny", 0, root, show_progress=False)
+    return root
+
+
+def tiny_space() -> ReIDSpace:
+    return ReIDSpace(read_yaml(SPACES / "tiny.yaml"), num_classes=8)
+
+
+@pytest.mark.parametrize("name", ["tiny", "resnet50_attention"])
+def test_model_space_has_one_mutable_per_choice_with_the_same_candidates(name):
+    space = load_space(SPACES / f"{name}.yaml")
+    mutables = ReIDSpace(read_yaml(SPACES / f"{name}.yaml"), num_classes=8).simplify()
+    expected = {c.key: c.labels for c in space.choices() if c.searchable}
+    assert {label: tuple(map(str, m.values)) for label, m in mutables.items()} == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_sampled_model_is_the_network_retrain_builds(tmp_path, seed):
+    space, model_space = load_space(SPACES / "tiny.yaml"), tiny_space()
+    rng = random.Random(seed)
+    sample = {label: rng.choice(m.values) for label, m in model_space.simplify().items()}
+    frozen = model_space.freeze(sample).eval()
+    arch_path = tmp_path / "arch.json"
+    write_arch(arch_path, derive_arch(space, sample_indices(space, sample), measure_costs(space, INPUT), {}))
+    reference = create_model(ModelConfig(backbone="searched", arch=str(arch_path)), 8).eval()
+    shapes = sorted(tuple(p.shape) for p in frozen.parameters())
+    assert shapes == sorted(tuple(p.shape) for p in reference.parameters())
+    assert frozen(torch.randn(2, 3, *INPUT)).shape == reference(torch.randn(2, 3, *INPUT)).shape
+
+
+@pytest.mark.parametrize("strategy", ["DARTS", "GumbelDARTS"])
+def test_one_shot_supernet_gives_every_choice_a_gradient_and_exports_all(strategy):
+    from nni.nas import strategy as strategies
+
+    supernet = getattr(strategies, strategy)().mutate_model(tiny_space()).train()
+    out = supernet(torch.randn(4, 3, *INPUT))
+    (out["logits"][0].logsumexp(1).mean() + out["features"].pow(2).mean()).backward()
+    alphas = {id(p): p for m in supernet.modules() if hasattr(m, "arch_parameters") for p in m.arch_parameters()}
+    assert alphas and all(p.grad is not None and p.grad.abs().sum() > 0 for p in alphas.values())
+    exported: dict = {}
+    for module in supernet.modules():
+        if hasattr(module, "export"):
+            exported.update(module.export(exported))
+    space = load_space(SPACES / "tiny.yaml")
+    assert set(exported) == {c.key for c in space.choices() if c.searchable}
+    assert set(sample_indices(space, exported)) == {c.key for c in space.choices()}
+
+
+def test_sample_indices_names_a_missing_choice():
+    space = load_space(SPACES / "tiny.yaml")
+    with pytest.raises(ValueError, match="s1/width"):
+        sample_indices(space, {})
+
+
+def search_config(tiny_data: Path, *overrides: str) -> NNISearchConfig:
+    return load_config(NNISearchConfig, ROOT / "experiments/cpu/nni_random_tiny.yaml",
+                       [f"data.root={tiny_data}", f"search.space={SPACES / 'tiny.yaml'}", "optim.epochs=1",
+                        "nni.max_trials=2", "nni.trial_epochs=1", "search.warmup_epochs=0", *overrides])
+
+
+@pytest.mark.parametrize("strategy", ["nni:random", "nni:evolution", "nni:darts", "nni:gumbel-darts"])
+def test_nni_search_writes_an_arch_json_that_retrain_builds(tiny_data, tmp_path, strategy):
+    cfg = search_config(tiny_data, "nni.population_size=2", "nni.sample_size=1", "loss.ib_weight=0.1",
+                        "loss.ib_warmup_epochs=0")
+    run = create_run_dir(tmp_path / "run", "search", cfg)
+    metrics = run_nni_search(cfg, run, strategy, show_progress=False)
+    arch = load_arch(run.arch)
+    assert arch.search["strategy"] == strategy and arch.input_size == list(INPUT)
+    backbone, _ = build_searched_backbone(run.arch)
+    assert backbone(torch.randn(1, 3, *INPUT)).shape[1] == arch.head_channels
+    space = load_space(SPACES / "tiny.yaml")
+    expected = derive_arch(space, sample_indices(space, metrics["sample"]), measure_costs(space, INPUT), arch.search)
+    assert to_dict(expected) == to_dict(arch)
+    assert json.loads(run.metrics.read_text())["strategy"] == strategy
+    assert (run.path / "nni").is_dir()
+    if strategy in ("nni:random", "nni:evolution"):
+        summary = json.loads((run.path / "summary.json").read_text())
+        assert summary["num_trials"] == 2 and summary["best"]["params"] == metrics["sample"]
+        assert (run.path / "trials.csv").read_text().count("\n") == 3
+    else:
+        assert set(metrics["probabilities"]) == {c.key for c in space.choices() if c.searchable}
+
+
+@pytest.mark.slow
+def test_retrain_command_accepts_the_nni_arch(tiny_data, tmp_path):
+    cfg = search_config(tiny_data)
+    run = create_run_dir(tmp_path / "search", "search", cfg)
+    run_nni_search(cfg, run, "nni:darts", show_progress=False)
+    code = cli_main(["retrain", "--arch", str(run.arch), "--config", str(ROOT / "experiments/cpu/tiny_test.yaml"),
+                     "--set", f"data.root={tiny_data}", "--set", "optim.epochs=1", "--set", "device=cpu",
+                     "--set", "model.attention=[]", "--out", str(tmp_path / "retrain"), "--no-progress"])
+    assert code == 0 and (tmp_path / "retrain" / "metrics.json").is_file()
+
+
+def test_search_command_runs_an_nni_strategy(tiny_data, tmp_path, capsys):
+    """``dcsnas search --strategy nni:*`` (the dispatch in dcsnas/commands/search.py)."""
+    config = str(ROOT / "experiments/cpu/nni_random_tiny.yaml")
+    common = ["--set", f"data.root={tiny_data}", "--set", f"search.space={SPACES / 'tiny.yaml'}",
+              "--set", "nni.max_trials=1", "--set", "nni.trial_epochs=1", "--no-progress"]
+    assert cli_main(["search", "--strategy", "nni:random", "--config", config, "--out", str(tmp_path / "run"),
+                     *common]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["strategy"] == "nni:random" and load_arch(printed["path"]).search["strategy"] == "nni:random"
+    assert cli_main(["search", "--strategy", "nni:random", "--config", config, "--out", str(tmp_path / "run"),
+                     "--resume", *common]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["loss.center_weight=0.0005"], "center_weight"),
+    (["search.split=identity_disjoint"], "identity_disjoint"),
+])
+def test_nni_search_rejects_what_nni_cannot_train(tiny_data, tmp_path, overrides, message):
+    cfg = search_config(tiny_data, *overrides)
+    with pytest.raises(ConfigError, match=message):
+        run_nni_search(cfg, create_run_dir(tmp_path / "run", "search", cfg), "nni:darts", show_progress=False)
+
+
+def test_trial_applies_the_tuners_values_and_reports_each_evaluation(tiny_data, tmp_path, monkeypatch):
+    reports = []
+    monkeypatch.setattr(nni_bridge.nni, "get_next_parameter", lambda: {"optim.lr": 1e-05, "loss.ib_weight": 0.5})
+    monkeypatch.setattr(nni_bridge.nni, "report_intermediate_result", lambda v: reports.append(("intermediate", v)))
+    monkeypatch.setattr(nni_bridge.nni, "report_final_result", lambda v: reports.append(("final", v)))
+    monkeypatch.setenv("NNI_OUTPUT_DIR", str(tmp_path / "trial"))
+    final = nni_bridge.run_trial("train", str(ROOT / "experiments/cpu/tiny_test.yaml"), None,
+                                 [f"data.root={tiny_data}", "device=cpu", "optim.epochs=2", "eval.every=1",
+                                  "eval.val_identities=4", "loss.ib_warmup_epochs=1"], "mAP")
+    assert [kind for kind, _ in reports] == ["intermediate", "intermediate", "final"]
+    assert reports[-1][1] == final and final["default"] == reports[1][1]
+    saved = read_yaml(Path(final["run"]) / "config.yaml")
+    assert saved["optim"]["lr"] == 1e-05 and saved["loss"]["ib_weight"] == 0.5
+    assert Path(final["run"]) == tmp_path / "trial" / "run"
+    history = json.loads((Path(final["run"]) / "metrics.json").read_text())["history"]
+    assert [h["val"]["mAP"] for h in history] == [v for kind, v in reports[:2]]
+
+
+def test_trial_command_runs_the_bridge_with_the_tune_settings():
+    from dcsnas.tune import TuneConfig
+
+    cfg = TuneConfig(config="experiments/cpu/tiny_test.yaml", command="retrain", arch="runs/x/arch.json",
+                     set=["optim.epochs=1", "data.root=my data"], search_space={"optim.lr": {
+                         "_type": "loguniform", "_value": [1e-4, 1e-2]}})
+    command = nni_bridge._trial_command(cfg)
+    assert " -m dcsnas.nas.nni_bridge trial retrain --config experiments/cpu/tiny_test.yaml --metric mAP " \
+           "--arch runs/x/arch.json --set optim.epochs=1 --set 'data.root=my data'" in command
+
+
+def test_tune_reads_each_trials_parameters_metrics_and_run_from_the_manager():
+    from nni.experiment import TrialJob, TrialMetricData
+
+    def metric(job: str, kind: str, value) -> TrialMetricData:
+        return TrialMetricData(0, job, 0, kind, 0, json.dumps(json.dumps(value)))
+
+    class Manager:  # what NNI's REST API answers, through NNI's own data classes
+        def list_trial_jobs(self):
+            parameters = json.dumps({"parameter_id": 0, "parameter_source": "algorithm",
+                                     "parameters": {"optim.lr": 0.01}, "parameter_index": 0})
+            return [TrialJob("A", "SUCCEEDED", 0, 0, hyperParameters=[parameters]),
+                    TrialJob("B", "FAILED", 0, 1, hyperParameters=[parameters])]
+
+        def get_job_metrics(self):
+            return {"A": [metric("A", "PERIODICAL", 0.25), metric("A", "PERIODICAL", 0.5),
+                          metric("A", "FINAL", {"default": 0.5, "run": "/runs/a"})]}
+
+    assert nni_bridge._tune_trials(Manager()) == [
+        {"trial": "A", "status": "SUCCEEDED", "params": {"optim.lr": 0.01}, "metric": 0.5,
+         "intermediate": [0.25, 0.5], "run": "/runs/a"},
+        {"trial": "B", "status": "FAILED", "params": {"optim.lr": 0.01}, "metric": None, "intermediate": [],
+         "run": None}]
+
+
+@pytest.mark.parametrize("name", ["remote", "kubeflow", "frameworkcontroller"])
+def test_training_service_examples_are_valid_nni_experiments(name, tmp_path, monkeypatch):
+    from dcsnas.tune import TuneConfig
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the remote example's SSH key file
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_ed25519").write_text("key")
+    cfg = load_config(TuneConfig, ROOT / f"experiments/tune/{name}.yaml")
+    trial = nni_bridge._trial_config(cfg.command, cfg.config, cfg.arch, cfg.set,
+                                     {k: nni_bridge._probe(v) for k, v in cfg.search_space.items()})
+    assert trial.eval.val_identities > 0
+    service = nni_bridge.experiment_config(cfg, name, tmp_path / "nni").training_service
+    assert service.platform == name
+    roles = [service.worker] if name == "kubeflow" else getattr(service, "task_roles", [])
+    assert all(" -m dcsnas.nas.nni_bridge trial train --config " in role.command for role in roles)
+
+
+def test_tuner_values_become_typed_overrides():
+    assert [nni_bridge._yaml_value(v) for v in (1e-05, 0.5, 3, "adam", True)] == ["1.0e-05", "0.5", "3", "adam",
+                                                                                  "true"]
+
+
+def test_manager_preload_binds_servers_to_loopback(tmp_path):
+    import nni_node
+
+    node = Path(nni_node.__path__[0]) / "node"
+    server = "const s = require('http').createServer(); s.listen(0, () => { console.log(s.address().address); " \
+             "s.close(); });"
+    with nni_bridge._manager_environment(tmp_path, loopback=True):
+        import os
+
+        env = dict(os.environ)
+    out = subprocess.run([str(node), "-e", server], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "127.0.0.1"
+    default = subprocess.run([str(node), "-e", server], capture_output=True, text=True, timeout=60, check=True)
+    assert default.stdout.strip() != "127.0.0.1"
+
+
+@pytest.mark.slow
+def test_tune_runs_three_trials_and_writes_the_summary(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code = cli_main(["tune", "--config", "experiments/cpu/tune_tiny.yaml", "--out", str(tmp_path / "tune"),
+                     "--set", ("set=[device=cpu,optim.epochs=1,eval.every=1,eval.val_identities=4,"
+                               f"loss.ib_warmup_epochs=0,data.root={tiny_data}]")])
+    assert code == 0
+    summary = json.loads((tmp_path / "tune" / "summary.json").read_text())
+    assert summary["num_trials"] == 3 and summary["num_succeeded"] == 3
+    assert summary["best"]["metric"] == max(t["metric"] for t in summary["trials"])
+    assert set(summary["best"]["params"]) == {"loss.ib_weight", "schedule.dcs_tau_end", "optim.lr"}
+    assert Path(summary["best"]["run"]).is_relative_to(tmp_path / "tune" / "nni")
+    assert (tmp_path / "tune" / "trials.csv").read_text().count("\n") == 4
+    assert (tmp_path / "tune" / "summary.md").is_file() and (tmp_path / "tune" / "metrics.json").is_file()
