@@ -84,18 +84,6 @@ def test_search_derive_retrain_eval_end_to_end(tiny_data, tmp_path, capsys):
     assert "is not the run directory of a search: space.yaml is missing" in capsys.readouterr().err
 
 
-def test_searcher_sets_every_attribute_of_the_trainer(tiny_data, tmp_path):
-    """The search loop inherits the training engine's methods: it must set what they read."""
-    from dcsnas.engine.config import TrainConfig
-    from dcsnas.engine.trainer import Trainer
-
-    train_cfg = load_config(TrainConfig, TRAIN, [f"data.root={tiny_data}"])
-    trainer = Trainer(train_cfg, create_run_dir(tmp_path / "train", "train", train_cfg), show_progress=False)
-    cfg = search_config(tiny_data)
-    searcher = Searcher(cfg, create_run_dir(tmp_path / "search", "search", cfg), show_progress=False)
-    assert set(vars(trainer)) - set(vars(searcher)) == set()
-
-
 def test_hinge_holds_the_derived_flops_at_the_target(tiny_data, tmp_path):
     target = 3.0  # MFLOPs; the tiny space spans 0.75 to 3.31 at 64×32 (seeds 0-7 all land within 5%)
     cfg = search_config(tiny_data, "search.cost.kind=hinge", f"search.cost.target_mflops={target}",

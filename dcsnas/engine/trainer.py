@@ -19,7 +19,7 @@ from dcsnas.data.transforms import build_transforms
 from dcsnas.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint, set_rng_state
 from dcsnas.engine.config import TrainConfig
 from dcsnas.engine.distributed import all_reduce_mean, barrier, init_distributed
-from dcsnas.engine.evaluator import evaluate_model, extract_features
+from dcsnas.engine.evaluator import evaluate_model
 from dcsnas.engine.logging import RunLogger, progress
 from dcsnas.engine.optim import build_optimizer, build_scheduler
 from dcsnas.engine.rundir import RunDir, same_config
@@ -57,32 +57,34 @@ def tau_at(epoch: int, epochs: int, start: float, end: float) -> float:
 class Trainer:
     """Builds everything from a :class:`TrainConfig` and trains into a run directory."""
 
+    train_split_name = "training"
+
     def __init__(self, cfg: TrainConfig, run: RunDir, show_progress: bool = True):
         self.cfg, self.run = cfg, run
         device = resolve_device(cfg.device)
-        self.dist = init_distributed(device)
+        self.dist = self.init_distributed(device)
         if device.type == "cuda" and self.dist.enabled:
             device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(device)
         self.device = device
+        self.cuda = device.type == "cuda"
         self.show_progress = show_progress and self.dist.is_main
         seed_everything(cfg.seed)
 
-        dataset = cfg.data.load()
-        self.dataset = dataset
-        train, self.val_split = dataset.train, None
+        self.dataset = cfg.data.load()
+        train, self.val_split = self.dataset.train, None
         if cfg.eval.val_identities > 0:
             train, val_query, val_gallery = hold_out_identities(train, cfg.eval.val_identities, cfg.seed)
             self.val_split = (val_query, val_gallery)
-        self.num_classes = len({r.pid for r in train})
+        self.train_records = self.training_records(train)
+        self.num_classes = len({r.pid for r in self.train_records})
 
-        self.model = create_model(cfg.model, self.num_classes).to(device)
-        self.cuda = device.type == "cuda"
+        self.model = self.build_model().to(device)
         if self.cuda and cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.amp_dtype = getattr(torch, cfg.amp_dtype) if (cfg.amp and self.cuda) else None
         self.criterion = ReIDCriterion(cfg.loss, self.num_classes, self.model.embedding_dim).to(device)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.optimizer = build_optimizer(self.weights(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
         self.center_optimizer = (torch.optim.SGD(self.criterion.center.parameters(), lr=cfg.loss.center_lr)
                                  if self.criterion.center is not None else None)
@@ -93,16 +95,42 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if self.cuda else None,
                 find_unused_parameters=cfg.model.head == "pcb" or bool(cfg.loss.ib_weight))
-        self.train_records = train
-        self.train_loader = build_train_loader(train, build_transforms(cfg.data.transforms, True), cfg.data.p,
-                                               cfg.data.k, cfg.data.num_workers, cfg.seed, self.dist.rank,
-                                               self.dist.world_size)
-        if len(self.train_loader) == 0:
-            raise ConfigError(f"data.p × data.k = {cfg.data.p}×{cfg.data.k} yields no batch on this training split "
-                              f"({len(train)} images of {self.num_classes} identities); lower data.p or data.k")
+        self.train_transform = build_transforms(cfg.data.transforms, True)
+        self.train_loader = self.build_loader(self.train_records, cfg.seed, self.train_split_name)
         self.test_transform = build_transforms(cfg.data.transforms, False)
         self.logger = RunLogger(run.tensorboard, enabled=self.dist.is_main)
         self.start_epoch, self.elapsed, self.history, self.best, self.untrained = 0, 0.0, [], None, None
+
+    # ----------------------------------------------------------------------------------------- building
+    # Subclasses (the architecture search) override these four to train another model on other splits.
+    def init_distributed(self, device: torch.device):
+        """The process group under ``torchrun`` (a single process otherwise)."""
+        return init_distributed(device)
+
+    def training_records(self, train: list) -> list:
+        """The records the weights train on (all training images not held out for validation)."""
+        return train
+
+    def build_model(self) -> nn.Module:
+        return create_model(self.cfg.model, self.num_classes)
+
+    def weights(self) -> nn.Module:
+        """The module whose parameters the optimizer trains."""
+        return self.model
+
+    def build_loader(self, records: list, seed: int, split: str):
+        """A P×K loader (this rank's share) over ``records``; an error when P×K yields no batch."""
+        cfg = self.cfg.data
+        pids = len({r.pid for r in records})
+        error = ConfigError(f"data.p × data.k = {cfg.p}×{cfg.k} yields no batch on the {split} split "
+                            f"({len(records)} images of {pids} identities); lower data.p or data.k")
+        if pids < cfg.p:
+            raise error
+        loader = build_train_loader(records, self.train_transform, cfg.p, cfg.k, cfg.num_workers, seed,
+                                    self.dist.rank, self.dist.world_size)
+        if len(loader) == 0:
+            raise error
+        return loader
 
     # ----------------------------------------------------------------------------------------- state
     def _build_ib(self):
@@ -182,6 +210,38 @@ class Trainer:
         self.model.train(was_training)
         self.ib.refresh(torch.cat(features), torch.cat(inputs), torch.cat(labels), self.num_classes)
 
+    def loss_terms(self, images: torch.Tensor, pids: torch.Tensor, criterion: ReIDCriterion,
+                   ib_on: bool) -> dict[str, torch.Tensor]:
+        """Forward one batch; the criterion's terms, plus ``ib`` (weighted, in ``total``) when ``ib_on``."""
+        images = images.to(self.device, non_blocking=True)
+        if self.cuda and self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = pids.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            outputs = self.train_model(images)
+        terms = criterion(outputs, labels)
+        if ib_on:
+            ib = self.ib(outputs["pooled"].float(), self.ib_input(images), labels)
+            terms["ib_ixf"], terms["ib_iyf"] = ib["ixf"].detach(), ib["iyf"].detach()
+            terms["ib"] = self.cfg.loss.ib_weight * ib["total"]
+            terms["total"] = terms["total"] + terms["ib"]
+        if not torch.isfinite(terms["total"]):
+            raise FloatingPointError(f"the loss is {terms['total'].item()}; lower optim.lr or switch amp off")
+        return terms
+
+    def train_step(self, images: torch.Tensor, pids: torch.Tensor, ib_on: bool) -> dict[str, torch.Tensor]:
+        """One optimizer step of the weights (and the centres) on a batch; returns the loss terms."""
+        terms = self.loss_terms(images, pids, self.criterion, ib_on)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.center_optimizer is not None:
+            self.center_optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms["total"]).backward()
+        self.scaler.step(self.optimizer)
+        if self.center_optimizer is not None:
+            self._step_centers()
+        self.scaler.update()
+        return terms
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
         self.train_model.train()
@@ -190,37 +250,13 @@ class Trainer:
         ib_on = self.ib is not None and epoch >= cfg.loss.ib_warmup_epochs
         bar = progress(self.train_loader, f"epoch {epoch + 1}/{cfg.optim.epochs}", enabled=self.show_progress)
         for step, (images, pids, _, _) in enumerate(bar):
-            images = images.to(self.device, non_blocking=True)
-            if self.cuda and cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = pids.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                outputs = self.train_model(images)
-            terms = self.criterion(outputs, labels)
-            if ib_on:
-                ib = self.ib(outputs["pooled"].float(), self.ib_input(images), labels)
-                terms["ib_ixf"], terms["ib_iyf"] = ib["ixf"].detach(), ib["iyf"].detach()
-                terms["ib"] = cfg.loss.ib_weight * ib["total"]
-                terms["total"] = terms["total"] + terms["ib"]
-            loss = terms["total"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                         "lower optim.lr or switch amp off")
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.center_optimizer is not None:
-                self.center_optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            if self.center_optimizer is not None:
-                self._step_centers()
-            self.scaler.update()
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            values = {k: float(v.detach()) for k, v in self.train_step(images, pids, ib_on).items()}
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value
             if self.show_progress:
-                bar.set_postfix(loss=f"{float(loss):.3f}")
-            global_step = epoch * steps + step
+                bar.set_postfix(loss=f"{values['total']:.3f}")
             if self.dist.is_main and (step + 1) % cfg.log_every == 0:
-                self.logger.scalars({k: float(v) for k, v in terms.items()}, global_step, "train_step/")
+                self.logger.scalars(values, epoch * steps + step, "train_step/")
         return {key: value / steps for key, value in sums.items()}
 
     def _step_centers(self) -> None:

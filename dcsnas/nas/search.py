@@ -24,16 +24,12 @@ from typing import Any, Iterator
 import torch
 
 from dcsnas.config import config_hash
-from dcsnas.data.base import hold_out_identities
-from dcsnas.data.loaders import build_train_loader
-from dcsnas.data.transforms import build_transforms
 from dcsnas.engine.checkpoint import load_checkpoint
 from dcsnas.engine.distributed import DistContext
-from dcsnas.engine.logging import RunLogger, progress
-from dcsnas.engine.optim import build_optimizer, build_scheduler
+from dcsnas.engine.logging import progress
 from dcsnas.engine.rundir import RunDir
 from dcsnas.attention import DCSAttention
-from dcsnas.engine.trainer import Trainer, resolve_device
+from dcsnas.engine.trainer import Trainer
 from dcsnas.errors import ConfigError
 from dcsnas.losses.criterion import ReIDCriterion
 from dcsnas.nas.arch import Arch, derive_arch, write_arch
@@ -43,7 +39,6 @@ from dcsnas.nas.space import SearchSpace, load_space, parse_space
 from dcsnas.nas.split import split_for_search
 from dcsnas.nas.supernet import SuperNet
 from dcsnas.utils.io import atomic_write_text
-from dcsnas.utils.seed import seed_everything
 
 SPACE_FILE, COST_FILE = "space.yaml", "cost_table.pt"
 
@@ -71,53 +66,40 @@ class Searcher(Trainer):
     and sets every attribute the inherited methods read (``tests/test_search.py`` checks the list).
     """
 
-    def __init__(self, cfg: SearchConfig, run: RunDir, show_progress: bool = True):
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError("dcsnas search runs in a single process; start it without torchrun")
-        nas = cfg.search
-        self.cfg, self.run, self.dist = cfg, run, DistContext()
-        self.device = device = resolve_device(cfg.device)
-        self.show_progress = show_progress
-        seed_everything(cfg.seed)
+    train_split_name = "weight split of the search"
 
+    def __init__(self, cfg: SearchConfig, run: RunDir, show_progress: bool = True):
+        nas = cfg.search
+        self.cfg, self.run = cfg, run
         self.space = load_space(nas.space)
         self._keep_space_copy(Path(nas.space))
         self.costs = cached_costs(self.space, (cfg.data.transforms.height, cfg.data.transforms.width),
                                   run.path / COST_FILE)
         self.cost_loss = CostLoss(nas.cost, self.costs)
-        self.dataset = cfg.data.load()
-        train, self.val_split = self.dataset.train, None
-        if cfg.eval.val_identities > 0:
-            train, val_query, val_gallery = hold_out_identities(train, cfg.eval.val_identities, cfg.seed)
-            self.val_split = (val_query, val_gallery)
-        self.train_records, self.arch_records = split_for_search(train, nas.arch_fraction, nas.split, cfg.seed)
-        self.num_classes = len({r.pid for r in self.train_records})
-
-        self.model = SuperNet(self.space, self.num_classes, cfg.head, nas.mode, nas.tau_start).to(device)
-        self.cuda = device.type == "cuda"
-        if self.cuda and cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.train_model = self.model
-        self.amp_dtype = getattr(torch, cfg.amp_dtype) if (cfg.amp and self.cuda) else None
-        self.criterion = ReIDCriterion(cfg.loss, self.num_classes, self.model.embedding_dim).to(device)
+        super().__init__(cfg, run, show_progress)
         self.arch_criterion = self.criterion if nas.split == "per_identity" else ReIDCriterion(
             replace(cfg.loss, ce_weight=0.0, center_weight=0.0), self.num_classes, self.model.embedding_dim)
-        self.optimizer = build_optimizer(self.model.weight_modules(), cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim)
-        self.center_optimizer = (torch.optim.SGD(self.criterion.center.parameters(), lr=cfg.loss.center_lr)
-                                 if self.criterion.center is not None else None)
         self.arch_optimizer = torch.optim.Adam(self.model.arch.parameters(), lr=nas.arch_lr, betas=(0.5, 0.999),
                                                weight_decay=nas.arch_weight_decay)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        self.ib = self._build_ib() if cfg.loss.ib_weight > 0 else None
+        self.arch_loader = self.build_loader(self.arch_records, cfg.seed + 1, "architecture split of the search")
 
-        transform = build_transforms(cfg.data.transforms, True)
-        self.train_loader = self._loader(self.train_records, transform, cfg.seed, "weight")
-        self.arch_loader = self._loader(self.arch_records, transform, cfg.seed + 1, "architecture")
-        self.test_transform = build_transforms(cfg.data.transforms, False)
+    def init_distributed(self, device: torch.device) -> DistContext:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("dcsnas search runs in a single process; start it without torchrun")
+        return DistContext()
 
-        self.logger = RunLogger(run.tensorboard)
-        self.start_epoch, self.elapsed, self.history, self.best, self.untrained = 0, 0.0, [], None, None
+    def training_records(self, train: list) -> list:
+        """The weight split; the architecture split goes to ``arch_records``."""
+        weight_split, self.arch_records = split_for_search(train, self.cfg.search.arch_fraction,
+                                                           self.cfg.search.split, self.cfg.seed)
+        return weight_split
+
+    def build_model(self) -> SuperNet:
+        nas = self.cfg.search
+        return SuperNet(self.space, self.num_classes, self.cfg.head, nas.mode, nas.tau_start)
+
+    def weights(self):
+        return self.model.weight_modules()
 
     def _keep_space_copy(self, source: Path) -> None:
         """Copy the space file into the run directory (``derive`` reads it there); a run directory that
@@ -127,15 +109,6 @@ class Searcher(Trainer):
             raise ConfigError(f"the run directory '{self.run.path}' holds a search of another space than "
                               f"'{source}' ({copy}); restore that file or search into a new --out")
         atomic_write_text(copy, source.read_text())
-
-    def _loader(self, records, transform, seed: int, split: str):
-        cfg = self.cfg.data
-        pids = len({r.pid for r in records})
-        if pids < cfg.p or len(loader := build_train_loader(records, transform, cfg.p, cfg.k, cfg.num_workers,
-                                                             seed)) == 0:
-            raise ConfigError(f"data.p × data.k = {cfg.p}×{cfg.k} yields no batch on the {split} split of the "
-                              f"search ({len(records)} images of {pids} identities); lower data.p or data.k")
-        return loader
 
     # ----------------------------------------------------------------------------------------- state
     def state(self, epoch: int) -> dict[str, Any]:
@@ -151,37 +124,6 @@ class Searcher(Trainer):
         nas = self.cfg.search
         self.model.tau = nas.tau_start * nas.tau_decay ** epoch
         self.arch_loader.batch_sampler.set_epoch(epoch)
-
-    def loss_terms(self, images: torch.Tensor, pids: torch.Tensor, criterion: ReIDCriterion,
-                   ib_on: bool) -> dict[str, torch.Tensor]:
-        """Forward one batch; the criterion's terms, plus ``ib`` (weighted, in ``total``) when ``ib_on``."""
-        images = images.to(self.device, non_blocking=True)
-        if self.cuda and self.cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = pids.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            outputs = self.model(images)
-        terms = criterion(outputs, labels)
-        if ib_on:
-            ib = self.ib(outputs["pooled"].float(), self.ib_input(images), labels)
-            terms["ib_ixf"], terms["ib_iyf"] = ib["ixf"].detach(), ib["iyf"].detach()
-            terms["ib"] = self.cfg.loss.ib_weight * ib["total"]
-            terms["total"] = terms["total"] + terms["ib"]
-        if not torch.isfinite(terms["total"]):
-            raise FloatingPointError(f"the search loss is {terms['total'].item()}; lower optim.lr or search.arch_lr")
-        return terms
-
-    def weight_step(self, images: torch.Tensor, pids: torch.Tensor, ib_on: bool) -> dict[str, torch.Tensor]:
-        terms = self.loss_terms(images, pids, self.criterion, ib_on)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.center_optimizer is not None:
-            self.center_optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(terms["total"]).backward()
-        self.scaler.step(self.optimizer)
-        if self.center_optimizer is not None:
-            self._step_centers()
-        self.scaler.update()
-        return terms
 
     def arch_step(self, images: torch.Tensor, pids: torch.Tensor, ib_on: bool) -> dict[str, torch.Tensor]:
         """L = cost(L_task) + η·IBB on an architecture-split batch; only α is updated."""
@@ -207,7 +149,7 @@ class Searcher(Trainer):
         steps = len(self.train_loader)
         bar = progress(self.train_loader, f"search {epoch + 1}/{cfg.optim.epochs}", enabled=self.show_progress)
         for step, (images, pids, _, _) in enumerate(bar):
-            terms = self.weight_step(images, pids, ib_on)
+            terms = self.train_step(images, pids, ib_on)
             if arch_on:
                 arch_images, arch_pids, _, _ = next(arch_batches)
                 terms.update(self.arch_step(arch_images, arch_pids, ib_on))
