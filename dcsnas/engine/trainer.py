@@ -281,7 +281,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             log[f"lr/{group['name']}"] = group["lr"]
         for name, module in self.model.attentions.items():
-            log[f"attention/{name}/gamma"] = module.gamma.item()
+            log[f"attention/{name}/gamma"] = module.gamma.detach().item()
             if hasattr(module, "kept_ratio") and module.kept_ratio is not None:
                 log[f"attention/{name}/dcs_kept_ratio"] = float(module.kept_ratio)
         self.logger.scalars(log, epoch + 1)
