@@ -28,6 +28,27 @@ def write_tree(root: Path, files: dict[str, list[str]]) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def single_thread():
+    """The tests' tensors are tiny: one thread is faster, and immune to a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The synthetic ``tiny`` preset (seed 0), generated once per test session."""
+    from dcsnas.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("data") / "synthetic-tiny"
+    generate("tiny", 0, root, show_progress=False)
+    return root
+
+
 @pytest.fixture
 def market_tree(tmp_path: Path) -> Path:
     """Market-1501 layout: train pids 2, 7 (relabelled 0, 1); test pids 3, 5; junk (-1) and distractors (0)."""

@@ -31,23 +31,6 @@ SPACES = ROOT / "search_spaces"
 INPUT = (64, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    from dcsnas.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("data") / "synthetic-tiny"
-    generate("tiny", 0, root, show_progress=False)
-    return root
-
-
 def tiny_space() -> ReIDSpace:
     return ReIDSpace(read_yaml(SPACES / "tiny.yaml"), num_classes=8)
 

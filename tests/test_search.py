@@ -24,24 +24,6 @@ SEARCH = ROOT / "experiments" / "cpu" / "search_tiny.yaml"
 TRAIN = ROOT / "experiments" / "cpu" / "tiny_test.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    from dcsnas.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("synthetic-tiny")
-    generate("tiny", 0, root, show_progress=False)
-    return root
-
-
 TINY_SPACE = ROOT / "search_spaces" / "tiny.yaml"
 
 

@@ -22,15 +22,6 @@ SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 INPUT = (64, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def space():
     return load_space(SPACES / "tiny.yaml")

@@ -19,15 +19,6 @@ from dcsnas.engine.trainer import Trainer
 TINY = Path(__file__).resolve().parents[1] / "experiments" / "cpu" / "tiny_test.yaml"
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    from dcsnas.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("synthetic-tiny")
-    generate("tiny", 0, root, show_progress=False)
-    return root
-
-
 def tiny_config(root: Path, *overrides: str) -> TrainConfig:
     return load_config(TrainConfig, TINY, [f"data.root={root}", "eval.every=0", *overrides])
 

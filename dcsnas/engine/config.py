@@ -25,7 +25,10 @@ class ScheduleConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
+    """What every training-like run has (``train``, ``retrain``, ``search``): the runtime settings, data,
+    losses, optimizer, evaluation and schedules."""
+
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -33,8 +36,14 @@ class TrainConfig:
     channels_last: bool = True
     log_every: int = 20
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """The config of ``dcsnas train`` and ``dcsnas retrain``: a run config plus the model."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)

@@ -6,11 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dcsnas.data.config import DataConfig
-from dcsnas.engine.config import ScheduleConfig
-from dcsnas.engine.evaluator import EvalConfig
-from dcsnas.engine.optim import OptimConfig
-from dcsnas.losses.criterion import LossConfig
+from dcsnas.engine.config import RunConfig
 from dcsnas.nas.cost import CostConfig
 
 
@@ -48,17 +44,8 @@ class NASConfig:
 
 
 @dataclass
-class SearchConfig:
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
-    channels_last: bool = True
-    log_every: int = 20
+class SearchConfig(RunConfig):
+    """The config of ``dcsnas search``: a run config plus the head and the search settings."""
+
     head: Literal["bnneck", "pcb"] = "bnneck"
-    data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     search: NASConfig = field(default_factory=NASConfig)
