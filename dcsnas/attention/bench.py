@@ -39,6 +39,7 @@ from typing import Any, Optional
 import torch
 
 from dcsnas.attention.registry import create_attention
+from dcsnas.utils.memory import peak_memory
 
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "sa_sdpa": ("sa", {}),
@@ -80,13 +81,6 @@ MEMORY_METHOD = {
 }
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Step times, CPU times (ms) and peak memory (MiB) of one case: ``spec`` = case, shape, batch, repeats,
     device, threads."""
@@ -107,23 +101,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             torch.cuda.synchronize(device)
 
     step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
+    with peak_memory(device) as peak:
         step()
-        peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    else:
-        Path("/proc/self/clear_refs").write_text("5")
-        before = _status_mb("VmRSS")
-        step()
-        peak = _status_mb("VmHWM") - before
     times, cpu_times = [], []
     for _ in range(spec["repeats"]):
         start, cpu_start = time.perf_counter(), time.process_time()
         step()
         times.append((time.perf_counter() - start) * 1000)
         cpu_times.append((time.process_time() - cpu_start) * 1000)
-    return {"times_ms": times, "cpu_times_ms": cpu_times, "peak_mb": peak}
+    return {"times_ms": times, "cpu_times_ms": cpu_times, "peak_mb": peak.mb}
 
 
 def run_cases(

@@ -30,16 +30,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 CASES = ("dcs_hard", "dcs_soft", "nni_darts", "nni_gumbel_darts")
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _supernet(case: dict, classes: int):
@@ -71,6 +63,7 @@ def measure(case: dict) -> dict:
 
     from dcsnas.engine.trainer import resolve_device
     from dcsnas.losses.criterion import LossConfig, ReIDCriterion
+    from dcsnas.utils.memory import peak_memory
 
     torch.set_num_threads(case["threads"])
     torch.manual_seed(0)
@@ -109,19 +102,9 @@ def measure(case: dict) -> dict:
         return {"weight_step_ms": statistics.median(weight_times), "search_step_ms": statistics.median(search_times),
                 "search_step_ms_min": min(search_times), "params_m": sum(p.numel() for p in weights) / 1e6,
                 "arch_params": sum(p.numel() for p in arch)}
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
+    with peak_memory(device) as peak:
         search_step()
-        torch.cuda.synchronize(device)
-        peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    else:
-        Path("/proc/self/clear_refs").write_text("5")
-        before = _status_mb("VmRSS")
-        search_step()
-        peak = _status_mb("VmHWM") - before
-    return {"peak_mb": peak}
+    return {"peak_mb": peak.mb}
 
 
 def _run(case: dict) -> dict:
