@@ -11,7 +11,7 @@ from dcsnas.engine.config import TrainConfig
 from dcsnas.models.builder import create_model
 
 ROOT = Path(__file__).resolve().parents[1] / "experiments"
-RECIPES = sorted([*ROOT.glob("gpu/bot_base.yaml"), *ROOT.glob("gpu/dcsfb_*.yaml"), *ROOT.glob("paper/csalr/*.yaml"), *ROOT.glob("cpu/dcsfb_*.yaml"),
+RECIPES = sorted([*ROOT.glob("gpu/bot_base.yaml"), *ROOT.glob("gpu/dcsfb_*.yaml"), *ROOT.glob("cpu/dcsfb_*.yaml"),
                   ROOT / "cpu" / "tiny_test.yaml"])
 
 

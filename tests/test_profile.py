@@ -42,7 +42,7 @@ def test_inference_params_count_functional_and_thresholded_weights_but_not_train
 def test_cpu_peak_memory_sees_a_new_tensor():
     with peak_memory("cpu") as peak:
         block = torch.ones(2**24)  # 64 MiB, above glibc's largest mmap threshold: fresh pages
-    assert 63 <= peak.mb <= 72 and block.numel() == 2**24
+    assert 60 <= peak.mb <= 96 and block.numel() == 2**24  # page accounting is batched per CPU: a margin
 
 
 def test_inference_params_of_a_reid_model_leave_out_the_identity_classifier():
