@@ -7,7 +7,6 @@ run directory, else the file its ``model.arch`` names), ``fixed`` otherwise.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 from dcsnas.engine.config import TrainConfig
 from dcsnas.errors import ConfigError
+from dcsnas.utils.io import read_json
 from dcsnas.models.builder import ModelConfig
 from dcsnas.nas.arch import Arch, load_arch
 
@@ -72,10 +72,7 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     file = path / "metrics.json"
     if not file.is_file():
         raise ConfigError(f"run '{path}' has no metrics.json: its training has not finished")
-    try:
-        metrics = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"'{file}' is not valid JSON: {exc}") from None
+    metrics = read_json(file, "metrics file")
     missing = [k for k in REQUIRED_METRICS if k not in metrics]
     test = metrics.get("test")
     missing += [f"test.{k}" for k in REQUIRED_TEST if not isinstance(test, dict) or k not in test]

@@ -12,7 +12,6 @@ format or version and an architecture that does not fit its skeleton, with error
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -22,7 +21,7 @@ from dcsnas.errors import ConfigError
 from dcsnas.models.blocks import SKIP, parse_op, skip_allowed
 from dcsnas.nas.cost import CostModel
 from dcsnas.nas.space import CONV_HEAD, RESNET50_CHANNELS, RESNET50_STAGES, STEM, MobileNetV2Space, SearchSpace
-from dcsnas.utils.io import atomic_write_json
+from dcsnas.utils.io import atomic_write_json, read_json
 
 ARCH_FORMAT = "dcsnas-arch"
 ARCH_VERSION = 1
@@ -157,14 +156,7 @@ def _check_attentions(arch: Arch, source: str) -> None:
 
 def load_arch(path: str | Path) -> Arch:
     """Read and validate an arch.json file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"arch file '{path}' does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"arch file '{path}' is not valid JSON: {exc}") from None
-    return parse_arch(data, str(path))
+    return parse_arch(read_json(path, "arch file"), str(path))
 
 
 def derive_arch(space: SearchSpace, indices: dict[str, int], costs: CostModel, search: dict[str, Any]) -> Arch:

@@ -66,3 +66,16 @@ def json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parse a JSON file; a missing or malformed file raises :class:`~dcsnas.errors.ConfigError` naming it."""
+    from dcsnas.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} '{path}' is not valid JSON: {exc}") from None
