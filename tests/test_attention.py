@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+import dcsnas.attention.csalr as csalr_module
+import dcsnas.attention.dcs as dcs_module
+
 from dcsnas.attention import (
     CSAKernel,
     CSALRKernel,
+    SAKernel,
     DCSAttention,
     DeepSupervisionHead,
     attention_options,
     create_attention,
 )
-from dcsnas.attention.landmarks import landmark_grid, pool_landmarks
+from dcsnas.attention.landmarks import landmark_grid, pool_landmarks, spread_to_patches
 from dcsnas.errors import ConfigError
 
 SPECS = [
@@ -56,6 +62,64 @@ def test_csalr_with_one_landmark_per_position_equals_sa(groups):
     y_lr, a_lr = csalr(x, return_attention=True)
     assert torch.allclose(y_lr, y_sa, atol=1e-5)
     assert torch.allclose(a_lr, a_sa, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(4, 3), (5, 2)])
+def test_float64_csalr_with_one_landmark_per_position_equals_sa_to_rounding(size):
+    torch.manual_seed(4)
+    n = size[0] * size[1]
+    q, k, v = (torch.randn(3, c, n, dtype=torch.float64) for c in (4, 4, 8))
+    y_sa, a_sa = SAKernel(explicit=True)(q, k, v, size, need_weights=True)
+    y_lr, a_lr = CSALRKernel(size)(q, k, v, size, need_weights=True)
+    assert y_lr.dtype == a_lr.dtype == torch.float64
+    assert (y_lr - y_sa).abs().max() < 1e-12 and (a_lr - a_sa).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grid, size", [((2, 1), (2, 1)), ((2, 1), (4, 1))])
+def test_saturated_logits_make_a_singular_a_mm_but_no_nan(dtype, grid, size):
+    """Logits +-2500 (scale 1): S = [[0, 1], [1, 0]] in floating point, A_mm = S + I = [[1, 1], [1, 1]]."""
+    rows = size[0] // grid[0]
+    q = torch.tensor([50.0] * rows + [-50.0] * rows, dtype=dtype).view(1, 1, -1).requires_grad_()
+    k = (-q.detach()).requires_grad_()
+    v = torch.randn(1, 3, q.shape[-1], dtype=dtype, requires_grad=True)
+    q_land = pool_landmarks(q.detach(), size, grid)
+    a_mm = torch.softmax(q_land.transpose(1, 2) @ pool_landmarks(k.detach(), size, grid), -1) + torch.eye(2)
+    assert torch.equal(a_mm, torch.ones(1, 2, 2, dtype=dtype))  # singular in floating point
+    y, attn = CSALRKernel(grid)(q, k, v, size, need_weights=True)
+    assert torch.isfinite(y).all() and torch.isfinite(attn).all()
+    (y.square().sum() + attn.sum()).backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+@pytest.mark.parametrize("kernel", [CSAKernel, CSALRKernel])
+def test_scale_sqrt_divides_the_logits_by_sqrt_of_the_query_channels(kernel):
+    """Every logit is bilinear in (Q, K) (CSA's base vectors are pooled K), so multiplying the logits by
+    s = 1/sqrt(C') equals multiplying Q and K by sqrt(s)."""
+    torch.manual_seed(5)
+    q, k, v = torch.randn(2, 4, 24), torch.randn(2, 4, 24), torch.randn(2, 6, 24)
+    y_sqrt, a_sqrt = kernel((3, 2), scale="sqrt")(q, k, v, (6, 4), need_weights=True)
+    root = (1 / math.sqrt(4)) ** 0.5
+    y_one, a_one = kernel((3, 2), scale="1")(q * root, k * root, v, (6, 4), need_weights=True)
+    assert torch.allclose(y_sqrt, y_one, atol=1e-5) and torch.allclose(a_sqrt, a_one, atol=1e-6)
+    assert not torch.allclose(y_sqrt, kernel((3, 2))(q, k, v, (6, 4))[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["sa", "csa", "csalr"])
+def test_dcs_passes_scale_to_its_backend(backend):
+    options = {} if backend == "sa" else {"landmarks": 4}
+    dcs = _randomized("dcs", backend=backend, scale="sqrt", **options).eval()  # gate keeps every channel
+    plain = create_attention(backend, 16, scale="sqrt", groups=1, **options).eval()
+    plain.load_state_dict({k: v for k, v in dcs.state_dict().items() if not k.startswith("gate.")})
+    x = torch.randn(2, 16, 6, 4)
+    assert dcs.kernel.scale == "sqrt" and torch.allclose(dcs(x), plain(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel", [CSAKernel(4), CSALRKernel(4), SAKernel(explicit=True)])
+def test_half_precision_inputs_get_float32_softmaxes(kernel):
+    q, k, v = (torch.randn(1, c, 24).bfloat16() for c in (2, 2, 4))
+    y, attn = kernel(q, k, v, (6, 4), need_weights=True)
+    assert attn.dtype == torch.float32 and y.dtype == torch.bfloat16 and torch.isfinite(y).all()
 
 
 def _reference_csalr(q, k, v, size, grid):
@@ -160,15 +224,86 @@ def test_landmark_count_is_fitted_to_the_map(count, size, grid):
     assert landmark_grid(count, size) == grid
 
 
+# bf16 error bound. Under CPU autocast the 1x1 convs and the matrix products take bf16 operands (fp32 values
+# rounded to nearest), accumulate in fp32 and round their output to bf16; softmaxes and the solve run in
+# fp32. Each rounding is t -> t (1 + d) with |d| <= U = 2^-8 (bf16 has 8 significant bits). To first order the
+# output error is e_i = sum_s J_is d_s, J_is = (dy_i / dt_s) t_s, over all rounded scalars s. The worst case
+# sum_s |J_is| U ignores that the d_s have either sign and is 30-100x above the errors seen, too loose to
+# catch a wrong kernel; we use the probabilistic model of Higham & Mary (SIAM J. Sci. Comput. 2019): the d_s
+# are independent with mean 0, so by Hoeffding's inequality P(|e_i| >= lam U sigma_i) <= 2 exp(-lam^2 / 2)
+# with sigma_i = sqrt(sum_s J_is^2). lam = 7 makes the chance that any of the 7 x 768 outputs below exceeds
+# its bound under 1e-7. J is computed exactly, by autograd, on an fp64 transcription of the module in which
+# every bf16 rounding is an explicit (1 + d) (an SA softmax is rounded twice more, in case SDPA's reference
+# path runs it in bf16). fp32 accumulation (2^-24 per term) and second-order terms (U^2) are below 1 % of
+# the bound; the tolerance adds 2 % of it.
+U, LAM = 2.0 ** -8, 7.0
+
+
+def _conv1x1(conv, x, rnd, groups):
+    """A grouped 1x1 conv of bf16-rounded weight, bias and input x [B, C, n] -> [B, O, n], output rounded."""
+    w = rnd(conv.weight.detach().double().flatten(1)).unflatten(0, (groups, -1))  # [G, O/G, C/G]
+    y = w @ x.unflatten(1, (groups, -1)) + rnd(conv.bias.detach().double()).view(groups, -1, 1)
+    return rnd(y.flatten(1, 2))
+
+
+def _bf16_transcription(module, x, rnd):
+    """The module's eval forward in fp64 with ``rnd`` applied wherever autocast rounds to bf16."""
+    batch, channels, height, width = x.shape
+    size, n, g, T = (height, width), height * width, module.groups, lambda t: t.transpose(1, 2)
+    xb = rnd(x.double().flatten(2))
+    q, k, v = [_conv1x1(c, xb, rnd, g).reshape(batch * g, -1, n) for c in (module.query, module.key, module.value)]
+    kernel = module.kernel
+    if isinstance(kernel, SAKernel):
+        y = rnd(v @ T(rnd(rnd(rnd(torch.softmax(rnd(T(q) @ k), -1))))))
+    elif isinstance(kernel, CSAKernel):
+        grid = landmark_grid(kernel.landmarks, size)
+        base = rnd(pool_landmarks(k, size, grid))
+        alpha, wts = rnd(torch.softmax(rnd(T(base) @ k), -1)), rnd(torch.softmax(rnd(T(q) @ base), -1))
+        y = rnd(rnd(v @ T(alpha)) @ T(wts))
+    else:
+        grid = landmark_grid(kernel.landmarks, size)
+        ql, kl = rnd(pool_landmarks(q, size, grid)), rnd(pool_landmarks(k, size, grid))
+        b, s_nm = rnd(torch.softmax(rnd(T(ql) @ k), -1)), rnd(torch.softmax(rnd(T(q) @ kl), -1))
+        a_mm = torch.softmax(rnd(T(ql) @ kl), -1) + torch.eye(ql.shape[-1], dtype=torch.float64)
+        z = rnd(torch.linalg.solve(a_mm, rnd(b @ T(v))))
+        y = rnd(T(z) @ T(s_nm) + spread_to_patches(T(z), -1, size, grid))
+    y = y.reshape(batch, channels, n)
+    if g > 1:
+        y = _conv1x1(module.fuse, y, rnd, 1)
+    return (x.double().flatten(2) + module.gamma.detach().double() * y).reshape(x.shape)
+
+
+def _bf16_error_bound(module, x):
+    """(fp64 output, LAM U sigma) of the model above."""
+    shapes = []
+    expected = _bf16_transcription(module, x, lambda t: shapes.append(t.shape) or t)
+
+    def output(*deltas):
+        it = iter(deltas)
+        return _bf16_transcription(module, x, lambda t: t * (1 + next(it))).flatten()
+
+    zeros = tuple(torch.zeros(shape, dtype=torch.float64) for shape in shapes)
+    jacobians = torch.autograd.functional.jacobian(output, zeros, vectorize=True)
+    sigma = sum(j.flatten(1).square().sum(1) for j in jacobians).sqrt()
+    return expected, LAM * U * sigma.reshape(x.shape)
+
+
 @pytest.mark.parametrize("name, options", SPECS, ids=IDS)
-def test_autocast_bf16_on_cpu(name, options):
-    module = _randomized(name, groups=2, **options)
+def test_autocast_bf16_on_cpu_is_within_the_derived_error_bound(name, options):
+    module = _randomized(name, groups=2, **options).eval()
     x = torch.randn(2, 16, 6, 4)
-    reference = _attention_branch(module.eval(), x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = module(x)
+    if name == "dcs":
+        assert torch.equal(module.channel_mask(x), torch.ones_like(module.channel_mask(x)))  # Theta = 3: kept
+    expected, bound = _bf16_error_bound(module, x)
+    with torch.no_grad():
+        reference = module.double()(x.double())
+        module.float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = module(x)
+    assert torch.allclose(expected, reference, atol=1e-12)  # the bound's fp64 path is the module's
     assert y.dtype == torch.float32 and torch.isfinite(y).all()
-    assert torch.allclose(y - x, reference, atol=0.1 * reference.abs().max().item())
+    error = (y.double() - reference).abs()
+    assert (error <= 1.02 * bound).all(), float((error / bound).max())
     module.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         module(x).sum().backward()
@@ -193,6 +328,64 @@ def test_gradients_reach_the_dcs_gate_through_the_straight_through_mask(backend)
     assert set(mask.detach().unique().tolist()) <= {0.0, 1.0}  # hard in the forward pass
     module(x).square().sum().backward()
     assert module.gate.weight.grad.abs().sum() > 0 and module.gate.bias.grad.abs().sum() > 0
+
+
+def _gate_module(thetas, tau):
+    """DCS whose gate logits are ``thetas`` (one per query/key channel) at every position."""
+    module = create_attention("dcs", 8 * len(thetas), backend="sa").train()
+    with torch.no_grad():
+        module.gate.weight.zero_()
+        module.gate.bias.copy_(torch.tensor(thetas))
+    module.tau = tau
+    return module
+
+
+THETAS = [-3.0, -1.5, -0.5, 0.0, 0.25, 1.0, 2.0, 4.0]
+TAUS = [0.1, 1.0, 5.0]
+
+
+@pytest.mark.parametrize("tau", TAUS)
+def test_dcs_gate_keeps_a_channel_with_probability_sigmoid_theta_at_every_tau(tau):
+    """M = 1[sigmoid((Theta + g1 - g2) / tau) > 0.5] = 1[Theta + g1 - g2 > 0], and g1 - g2 is logistic: P(M = 1) =
+    sigma(Theta) for every tau. With N independent draws per channel, Hoeffding's inequality gives
+    P(|p_hat - p| >= t) <= 2 exp(-2 N t^2); t = sqrt(ln(2 K / delta) / (2 N)) bounds all K = 8 x 3 estimates at
+    once with probability >= 1 - delta, delta = 1e-6."""
+    torch.manual_seed(6)
+    module = _gate_module(THETAS, tau)
+    x = torch.zeros(16, module.channels, 40, 32)
+    draws = x.shape[0] * x.shape[2] * x.shape[3]
+    with torch.no_grad():
+        kept = module.channel_mask(x).mean(dim=(0, 2, 3))
+    t = math.sqrt(math.log(2 * len(THETAS) * len(TAUS) / 1e-6) / (2 * draws))
+    expected = torch.sigmoid(torch.tensor(THETAS))
+    assert (kept - expected).abs().max() < t, (kept, expected, t)
+
+
+def test_dcs_gate_is_straight_through(monkeypatch):
+    """Forward: exactly the hard 0/1 mask; backward: the gradient of M~ = sigmoid((Theta + g1 - g2) / tau), i.e.
+    dM~/dTheta = M~ (1 - M~) / tau, here summed over positions with weights w for d/d(bias)."""
+    torch.manual_seed(7)
+    tau, thetas = 0.7, [-1.0, 0.0, 0.5, 2.0]
+    module = _gate_module(thetas, tau)
+    x = torch.randn(2, module.channels, 5, 3)
+    noise = [torch.randn(2, 4, 5, 3), torch.randn(2, 4, 5, 3)]
+    draws = iter(noise)
+    monkeypatch.setattr(dcs_module, "_gumbel_like", lambda t: next(draws))
+    mask = module.channel_mask(x)
+    w = torch.randn_like(mask)
+    (mask * w).sum().backward()
+    theta = torch.tensor(thetas).view(1, 4, 1, 1).expand(2, 4, 5, 3)
+    soft = 1 / (1 + torch.exp(-(theta + noise[0] - noise[1]) / tau))  # M~ written out
+    assert torch.equal(mask.detach(), (soft > 0.5).float())
+    assert set(mask.detach().unique().tolist()) <= {0.0, 1.0}
+    expected = (w * soft * (1 - soft) / tau).sum(dim=(0, 2, 3))
+    assert torch.allclose(module.gate.bias.grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_dcs_eval_mask_is_strictly_theta_positive():
+    module = _gate_module([-1e-3, 0.0, 1e-3, 5.0], tau=1.0).eval()
+    mask = module.channel_mask(torch.randn(1, module.channels, 3, 2))
+    assert mask.amax(dim=(0, 2, 3)).tolist() == mask.amin(dim=(0, 2, 3)).tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
 def test_dcs_eval_is_deterministic_and_its_mask_is_theta_positive():
@@ -265,3 +458,17 @@ def test_options_of_each_name():
 def test_bad_options_raise_config_error_naming_the_option(call, message):
     with pytest.raises(ConfigError, match=message):
         call()
+
+
+def test_the_bf16_bound_rejects_a_csalr_kernel_without_the_indicator(monkeypatch):
+    """The bound above is tight enough to fail a wrong kernel (A_nm without eq. 15's indicator) run in fp32."""
+    module = _randomized("csalr", groups=2, landmarks=4).eval()
+    x = torch.randn(2, 16, 6, 4)
+    _, bound = _bf16_error_bound(module, x)
+    with torch.no_grad():
+        reference = module.double()(x.double())
+        module.float()
+        real = csalr_module.spread_to_patches
+        monkeypatch.setattr(csalr_module, "spread_to_patches", lambda t, *args: 0 * real(t, *args))
+        wrong = module(x)
+    assert ((wrong.double() - reference).abs() > bound).float().mean() > 0.5

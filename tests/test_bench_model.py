@@ -7,6 +7,9 @@ from dcsnas.cli import main
 from dcsnas.config import load_config
 from dcsnas.engine.config import TrainConfig
 from dcsnas.models.builder import create_model
+from dcsnas.nas.arch import derive_arch, write_arch
+from dcsnas.nas.cost import measure_costs
+from dcsnas.nas.space import load_space
 from dcsnas.utils.flops import count_flops
 
 TINY = Path(__file__).resolve().parents[1] / "experiments" / "cpu" / "tiny_test.yaml"
@@ -28,3 +31,14 @@ def test_bench_model_train_mode_and_bad_input(capsys):
     assert result["batch"] == 8 and result["images_per_s"] > 0
     assert main(["bench", "model", "--config", str(TINY), "--repeats", "0"]) == 2
     assert "--repeats must be a positive integer" in capsys.readouterr().err
+
+
+def test_bench_model_of_an_arch_measures_at_the_arch_input_size(tmp_path, capsys):
+    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml")
+    indices = {c.key: len(c.options) - 1 for c in space.choices()}  # DCS-CSALR attention included
+    arch = derive_arch(space, indices, measure_costs(space, (64, 32)), {})
+    write_arch(tmp_path / "arch.json", arch)
+    assert main(["bench", "model", "--arch", str(tmp_path / "arch.json"), "--repeats", "1", "--num-classes", "12",
+                 "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["input_shape"] == [1, 3, 64, 32] and result["flops"] == arch.flops  # not 256x128's

@@ -107,7 +107,7 @@ def test_cost_bounds_and_expectation_match_enumeration(tmp_path):
 
 def test_flops_target_outside_the_space_is_an_error(tiny_costs):
     low, high = tiny_costs.bounds("flops")
-    with pytest.raises(ConfigError, match=r"search.cost.target_mflops = 0.1 is outside .* \[0.754, 3.312\]"):
+    with pytest.raises(ConfigError, match=r"search.cost.target_mflops = 0.1 is outside .* \[0.754, 3.315\]"):
         CostLoss(CostConfig(kind="hinge", target_mflops=0.1), tiny_costs)
     CostLoss(CostConfig(kind="hinge", target_mflops=(low + high) / 2e6), tiny_costs)
     with pytest.raises(ConfigError, match="search.cost.unit"):

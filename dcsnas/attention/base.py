@@ -9,18 +9,36 @@ An :class:`AttentionBlock` maps ``x`` [B, C, H, W] to ``x + gamma * fuse(attend(
 - ``gamma`` is a learnable scalar initialised to 0: the block is the identity at initialisation.
 - The attention itself is an :class:`AttentionKernel`: a parameter-free functional core that takes Q, K,
   V of every (sample, group) pair, so DCS can gate Q and K and reuse any kernel (SA, CSA, CSALR).
+
+**Precision.** Kernels compute softmaxes and solves in ``promote_types(dtype, float32)`` (:func:`compute_dtype`):
+float64 stays float64, half precision (also under autocast) is raised to float32.
+
+**FLOPs** (:meth:`AttentionKernel.forward_flops`, :meth:`AttentionBlock.flops`): analytic formulas of the
+shapes, in the convention ``torch.utils.flop_counter`` applies to the rest of the network, so that
+attention and convolutions are charged alike: 2 FLOPs per multiply-add of a matrix product or convolution
+(biases excluded); an LU solve of an m x m system with r right-hand sides 2m^3/3 + 2m^2 r; elementwise
+work (softmax, scaling, masking, pooling, the indicator and identity additions, the residual) is free,
+like BatchNorm and activations elsewhere. :func:`dcsnas.utils.flops.count_flops` uses the kernels'
+formulas instead of the counter, whose count of fused attention kernels depends on device and torch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from abc import ABC, abstractmethod
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcsnas.errors import ConfigError
+
+Shape = Sequence[int]
+
+
+SCALES = ("1", "sqrt")
 
 
 def is_positive_int(value: Any) -> bool:
@@ -32,12 +50,36 @@ def option_error(name: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"attention option '{name}' = {value!r}: expected {allowed}")
 
 
+def check_scale(scale: Any) -> str:
+    """Validate the ``scale`` option of the logits; the number 1 (from YAML) means ``"1"``."""
+    if scale in SCALES:
+        return scale
+    if scale == 1 and not isinstance(scale, bool):
+        return "1"
+    raise option_error("scale", scale, "'1' (as in the papers) or 'sqrt' (1/sqrt(C'), C' per group)")
+
+
+def scale_factor(scale: str, qk_channels: int) -> float:
+    """The factor s of the logits s * Q^T K: 1, or 1/sqrt(C') with C' = ``qk_channels`` per group."""
+    return 1.0 if scale == "1" else 1.0 / math.sqrt(qk_channels)
+
+
+def compute_dtype(t: Tensor) -> torch.dtype:
+    """The dtype of softmaxes and solves: ``promote_types(t.dtype, float32)``."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def no_autocast(t: Tensor):
+    """A context that disables autocast on ``t``'s device (``meta`` has no autocast: a null context)."""
+    return contextlib.nullcontext() if t.device.type == "meta" else torch.autocast(t.device.type, enabled=False)
+
+
 class AttentionKernel(nn.Module, ABC):
     """Parameter-free attention core on per-group tensors, channels first.
 
     Args of ``forward``: ``q``, ``k`` [N, c', n]; ``v`` [N, c, n] with N = B*G and n = H*W; ``size`` = (H, W);
     ``need_weights``. Returns ``y`` [N, c, n] and, if ``need_weights``, the (reconstructed) attention map
-    [N, n, n] in fp32 (row i = weights of position i over all positions), else ``None``.
+    [N, n, n] in :func:`compute_dtype` (row i = weights of position i over all positions), else ``None``.
     """
 
     @abstractmethod
@@ -45,6 +87,23 @@ class AttentionKernel(nn.Module, ABC):
         self, q: Tensor, k: Tensor, v: Tensor, size: tuple[int, int], need_weights: bool = False
     ) -> tuple[Tensor, Optional[Tensor]]:
         ...
+
+    def forward_flops(self, q: Shape, k: Shape, v: Shape, size: tuple[int, int], need_weights: bool = False) -> int:
+        """FLOPs of ``forward`` on tensors of these shapes (module docstring's convention); shapes it cannot
+        take are a :class:`ConfigError` naming the kernel, the shapes and the limit."""
+        q, k, v, size = tuple(q), tuple(k), tuple(v), tuple(size)
+        if not (len(q) == len(k) == len(v) == 3 and len(size) == 2) or q != k or q[0] != v[0] or q[2] != v[2] \
+                or q[2] != size[0] * size[1] or min(*q, *v) < 1:
+            raise ConfigError(
+                f"{type(self).__name__} FLOPs: shapes q {list(q)}, k {list(k)}, v {list(v)} on a map {list(size)}: "
+                "expected q = k = [N, c', n], v = [N, c, n] with n = H*W and positive sizes")
+        return int(self.flops(q[0], q[1], v[1], size, bool(need_weights)))
+
+    @abstractmethod
+    def flops(self, batch: int, qk_channels: int, channels: int, size: tuple[int, int],
+              need_weights: bool = False) -> int:
+        """FLOPs of ``forward`` for N = ``batch`` (sample, group) pairs, c' = ``qk_channels`` and c = ``channels``
+        per group, on a map of ``size`` = (H, W)."""
 
 
 class AttentionBlock(nn.Module):
@@ -124,6 +183,21 @@ class AttentionBlock(nn.Module):
         if need_weights:
             return out, attn.unflatten(0, (batch, self.groups))
         return out
+
+    def flops(self, input_shape: Shape) -> int:
+        """Forward FLOPs on an input of ``input_shape`` = (B, C, H, W): the projections, the kernel
+        (:meth:`AttentionKernel.flops`, with the map if ``return_attention``) and the fusion conv, in the module
+        docstring's convention."""
+        batch, channels, height, width = input_shape
+        if channels != self.channels:
+            raise ConfigError(f"{type(self).__name__} FLOPs: input shape {list(input_shape)} has {channels} "
+                              f"channels, the module expects {self.channels}")
+        n, g = height * width, self.groups
+        projections = 2 * batch * n * (channels // g) * (2 * self.qk_channels + channels)
+        fuse = 2 * batch * n * channels * channels if g > 1 else 0
+        qk = (batch * g, self.qk_channels // g, n)
+        kernel = self.kernel.forward_flops(qk, qk, (batch * g, channels // g, n), (height, width), self.return_attention)
+        return projections + kernel + fuse
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, groups={self.groups}, qk_channels={self.qk_channels}"

@@ -22,8 +22,21 @@ to 2. It follows that A_mm 1 = 2 * 1 and W 1 = 1: every row of the reconstructio
 A_mm = S + I with S row-stochastic and positive has no eigenvalue -1, so it is always invertible (eq. 16).
 With one landmark per position (H' x W' = H x W) A_nm = A_mm, W = I and y equals SA's output.
 
-Cost O(n m (C' + C) + m^3): the n x n map is only formed when asked for (W B, for visualisation).
-Softmaxes and the solve run in fp32 (also under autocast); products with V run in V's dtype.
+All three logits are multiplied by ``scale`` (1 as in the paper, or 1/sqrt(C')), i.e. Q is scaled before pooling.
+
+**Precision.** Softmaxes and the solve run in ``promote_types(dtype, float32)`` (float64 stays float64,
+half precision and autocast are raised to float32); products with V run in V's dtype.
+
+**Singular A_mm.** A_mm is invertible in exact arithmetic, but saturated logits (scale 1 and large
+activations) underflow S to a 0/1 matrix, and S a permutation with a 2-cycle makes S + I singular in
+floating point (logits +-2500 give A_mm = [[1, 1], [1, 1]]). :func:`solve_landmarks` checks ``solve_ex``'s
+``info`` (and finiteness) and, for the affected items only, takes the Tikhonov-regularised least-squares
+solution (A^T A + lambda I)^-1 A^T E with lambda = sqrt(eps): it is bounded, differentiable, and tends to
+the minimum-norm least-squares solution pinv(A) E, the principled answer when A_mm Z = E has none; it never
+returns NaN for finite inputs. The check reads ``info`` (one device synchronisation per call on CUDA).
+
+Cost O(n m (C' + C) + m^3): the n x n map is only formed when asked for (W B, for visualisation);
+:meth:`CSALRKernel.flops` states it exactly (the fallback, data-dependent and degenerate, is not counted).
 """
 
 from __future__ import annotations
@@ -33,7 +46,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from dcsnas.attention.base import AttentionBlock
+from dcsnas.attention.base import AttentionBlock, compute_dtype, no_autocast, scale_factor
 from dcsnas.attention.landmarks import (
     LandmarkKernel,
     Landmarks,
@@ -43,31 +56,63 @@ from dcsnas.attention.landmarks import (
 )
 
 
+def solve_landmarks(a: Tensor, rhs: Tensor) -> Tensor:
+    """A^-1 rhs for ``a`` [N, m, m], ``rhs`` [N, m, r] by LU; items whose LU fails (``info`` != 0) or gives
+    non-finite values get the regularised least-squares solution of the module docstring instead."""
+    z, info = torch.linalg.solve_ex(a, rhs)
+    if z.device.type == "meta":  # shapes only: there is no info to read
+        return z
+    bad = (info != 0) | ~torch.isfinite(z).flatten(1).all(1)
+    if not bool(bad.any()):
+        return z
+    keep = ~bad[:, None, None]
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
+    ridge = torch.finfo(a.dtype).eps ** 0.5
+    least_squares = torch.linalg.solve(a.mT @ a + ridge * eye, a.mT @ rhs)
+    return torch.where(keep, torch.linalg.solve(torch.where(keep, a, eye), rhs), least_squares)
+
+
 class CSALRKernel(LandmarkKernel):
     """Low-rank attention ``W B`` with landmarks per group; see :class:`~dcsnas.attention.base.AttentionKernel`.
 
     Args:
         landmarks: m landmarks per group (grid fitted to the map) or a grid (H', W').
+        scale: ``"1"`` (seed 001) or ``"sqrt"`` (1/sqrt(C')).
     """
 
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, size: tuple[int, int], need_weights: bool = False
     ) -> tuple[Tensor, Optional[Tensor]]:
         grid = landmark_grid(self.landmarks, size)
+        scale = scale_factor(self.scale, q.shape[1])
+        q = q if scale == 1.0 else q * scale
         q_land, k_land = pool_landmarks(q, size, grid), pool_landmarks(k, size, grid)  # [N, c', m]
-        q_land_t = q_land.transpose(1, 2)
-        b = torch.softmax(q_land_t @ k, dim=-1, dtype=torch.float32)  # B: [N, m, n]
-        s_nm = torch.softmax(q.transpose(1, 2) @ k_land, dim=-1, dtype=torch.float32)  # A_nm - 1: [N, n, m]
-        a_mm = torch.softmax(q_land_t @ k_land, dim=-1, dtype=torch.float32)
-        a_mm = a_mm + torch.eye(a_mm.shape[-1], device=q.device)  # A_mm: [N, m, m]
+        q_land_t, dtype = q_land.transpose(1, 2), compute_dtype(q)
+        b = torch.softmax(q_land_t @ k, dim=-1, dtype=dtype)  # B: [N, m, n]
+        s_nm = torch.softmax(q.transpose(1, 2) @ k_land, dim=-1, dtype=dtype)  # A_nm - 1: [N, n, m]
+        a_mm = torch.softmax(q_land_t @ k_land, dim=-1, dtype=dtype)
+        a_mm = a_mm + torch.eye(a_mm.shape[-1], dtype=dtype, device=q.device)  # A_mm: [N, m, m]
         e = b.to(v.dtype) @ v.transpose(1, 2)  # landmark outputs E = B V^T: [N, m, c]
-        with torch.autocast(q.device.type, enabled=False):
-            z_t = torch.linalg.solve_ex(a_mm, e.float())[0].transpose(1, 2).to(v.dtype)  # Z^T = (A_mm^-1 E)^T
+        with no_autocast(q):
+            z_t = solve_landmarks(a_mm, e.to(dtype)).transpose(1, 2).to(v.dtype)  # Z^T = (A_mm^-1 E)^T
             y = torch.baddbmm(spread_to_patches(z_t, -1, size, grid), z_t, s_nm.transpose(1, 2).to(v.dtype))
             if not need_weights:
                 return y, None  # (A_nm Z)^T: [N, c, n]
-            z_b = torch.linalg.solve_ex(a_mm, b)[0]  # A_mm^-1 B: [N, m, n]
+            z_b = solve_landmarks(a_mm, b)  # A_mm^-1 B: [N, m, n]
             return y, torch.baddbmm(spread_to_patches(z_b, 1, size, grid), s_nm, z_b)  # W B: [N, n, n]
+
+    def flops(self, batch: int, qk_channels: int, channels: int, size: tuple[int, int],
+              need_weights: bool = False) -> int:
+        """Per (sample, group): Q'^T K and Q^T K' 2 m n c' each, Q'^T K' 2 m^2 c', E = B V^T 2 m n c, the LU
+        solve with c right-hand sides 2m^3/3 + 2 m^2 c, A_nm Z 2 n m c; the map adds a second solve with n
+        right-hand sides and S_nm (A_mm^-1 B), 2 n^2 m. The LU count is rounded per system."""
+        grid = self.grid_for_flops(size)
+        n, m, c1, c = size[0] * size[1], grid[0] * grid[1], qk_channels, channels
+        lu = round(2 * m ** 3 / 3)
+        total = 4 * m * n * c1 + 2 * m * m * c1 + 2 * m * n * c + lu + 2 * m * m * c + 2 * n * m * c
+        if need_weights:
+            total += lu + 2 * m * m * n + 2 * n * n * m
+        return batch * total
 
 
 class CSALRAttention(AttentionBlock):
@@ -77,8 +122,10 @@ class CSALRAttention(AttentionBlock):
         channels: C.
         landmarks: per group, a count m (default 96, seed 001 §4.2) or a grid (H', W').
         groups: G (default 2, seed 001 §4.2).
+        scale: ``"1"`` (seed 001) or ``"sqrt"`` (1/sqrt(C')).
         **common: ``qk_ratio``, ``return_attention``, ``keep_output`` (see ``AttentionBlock``).
     """
 
-    def __init__(self, channels: int, landmarks: Landmarks = 96, groups: int = 2, **common) -> None:
-        super().__init__(channels, CSALRKernel(landmarks), groups=groups, **common)
+    def __init__(self, channels: int, landmarks: Landmarks = 96, groups: int = 2, scale: str = "1",
+                 **common) -> None:
+        super().__init__(channels, CSALRKernel(landmarks, scale), groups=groups, **common)

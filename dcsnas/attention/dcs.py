@@ -43,7 +43,8 @@ class DCSAttention(AttentionBlock):
         tau: Gumbel-sigmoid temperature (> 0); the trainer anneals it through ``module.tau = ...``.
         gate_bias: initial gate logit (weights start at 0).
         groups, qk_ratio, return_attention, keep_output: see ``AttentionBlock``.
-        **backend_options: options of the backend kernel (``scale``/``explicit`` for SA, ``landmarks``).
+        **backend_options: options of the backend kernel: ``scale`` (all), ``explicit`` (SA), ``landmarks``
+            (CSA, CSALR).
 
     After each forward, ``kept_ratio`` holds the fraction of kept query/key channels (a 0-dim tensor).
     """
@@ -102,6 +103,11 @@ class DCSAttention(AttentionBlock):
         self.kept_ratio = mask.detach().mean()
         mask = mask.to(q.dtype).reshape(q.shape)
         return q * mask, k * mask, v
+
+    def flops(self, input_shape) -> int:
+        """:meth:`AttentionBlock.flops` plus the gate conv, 2 B n C C' (the masking is elementwise: free)."""
+        batch, channels, height, width = input_shape
+        return super().flops(input_shape) + 2 * batch * height * width * channels * self.qk_channels
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, backend={self.backend!r}, tau={self.tau:g}"

@@ -17,11 +17,11 @@ from functools import lru_cache
 from typing import Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from dcsnas.attention.base import AttentionKernel, is_positive_int, option_error
+from dcsnas.attention.base import AttentionKernel, check_scale, is_positive_int, option_error
 from dcsnas.errors import ConfigError
+from dcsnas.utils.pooling import adaptive_avg_pool2d
 
 Landmarks = Union[int, tuple[int, int]]
 
@@ -70,35 +70,45 @@ def landmark_grid(landmarks: Landmarks, size: tuple[int, int]) -> tuple[int, int
 
 def pool_landmarks(t: Tensor, size: tuple[int, int], grid: tuple[int, int]) -> Tensor:
     """Average-pool ``t`` [N, c, H*W] to the landmark grid: [N, c, H'*W']."""
-    return F.adaptive_avg_pool2d(t.unflatten(-1, size), grid).flatten(-2)
+    return adaptive_avg_pool2d(t.unflatten(-1, size), grid).flatten(-2)
 
 
 @lru_cache(maxsize=64)
-def _patch_sizes(size: tuple[int, int], grid: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor]:
-    rows = torch.bincount(torch.arange(size[0]) * grid[0] // size[0], minlength=grid[0])
-    cols = torch.bincount(torch.arange(size[1]) * grid[1] // size[1], minlength=grid[1])
-    return rows.to(device), cols.to(device)
+def _patch_index(size: tuple[int, int], grid: tuple[int, int], device: torch.device) -> Tensor:
+    """The landmark of each position of an H x W map, row-major: [H*W] (int64)."""
+    rows = [r * grid[0] // size[0] for r in range(size[0])]
+    cols = [c * grid[1] // size[1] for c in range(size[1])]
+    return torch.tensor([r * grid[1] + c for r in rows for c in cols], device=device)
 
 
 def spread_to_patches(t: Tensor, dim: int, size: tuple[int, int], grid: tuple[int, int]) -> Tensor:
     """Copy each landmark's slice of ``t`` to every position of its patch: axis ``dim`` goes from H'*W' to H*W.
 
     Equals multiplying by the indicator 1(position i lies in landmark j's patch) along ``dim``, where
-    position (r, c) lies in patch (floor(r H'/H), floor(c W'/W)), without a matrix product.
+    position (r, c) lies in patch (floor(r H'/H), floor(c W'/W)), without a matrix product: one gather by
+    the index of each position's patch (an operator every exporter has). While tracing, the sizes are 0-dim
+    tensors; they are read as ints, so a traced or exported graph holds the index of its input size.
     """
-    dim = dim % t.dim()
-    rows, cols = _patch_sizes(size, grid, t.device)
-    t = t.unflatten(dim, grid)
-    t = t.repeat_interleave(rows, dim=dim, output_size=size[0])
-    return t.repeat_interleave(cols, dim=dim + 1, output_size=size[1]).flatten(dim, dim + 1)
+    size = (int(size[0]), int(size[1]))
+    return t.index_select(dim, _patch_index(size, grid, t.device))
 
 
 class LandmarkKernel(AttentionKernel):
-    """An attention kernel that pools ``landmarks`` per group (a count or a grid (H', W'))."""
+    """An attention kernel that pools ``landmarks`` per group (a count or a grid (H', W')), with logits
+    scaled by ``scale`` (``"1"`` as in the papers, or ``"sqrt"``: 1/sqrt(C'))."""
 
-    def __init__(self, landmarks: Landmarks = 96) -> None:
+    def __init__(self, landmarks: Landmarks = 96, scale: str = "1") -> None:
         super().__init__()
         self.landmarks = check_landmarks(landmarks)
+        self.scale = check_scale(scale)
+
+    def grid_for_flops(self, size: tuple[int, int]) -> tuple[int, int]:
+        """:func:`landmark_grid` for a FLOPs formula: an unsupported map is a :class:`ConfigError` naming
+        the kernel, the map and the limit."""
+        try:
+            return landmark_grid(self.landmarks, tuple(size))
+        except ConfigError as exc:
+            raise ConfigError(f"{type(self).__name__} FLOPs on a {size[0]}x{size[1]} map: {exc}") from None
 
     def extra_repr(self) -> str:
-        return f"landmarks={self.landmarks!r}"
+        return f"landmarks={self.landmarks!r}, scale={self.scale!r}"

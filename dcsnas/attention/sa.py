@@ -2,39 +2,24 @@
 
 A = softmax(s * Q^T K) over keys, y = V A^T, with s = 1 as in the paper (``scale="1"``) or 1/sqrt(C')
 (``scale="sqrt"``, C' per group). By default it runs through
-:func:`torch.nn.functional.scaled_dot_product_attention`, whose fused kernels never store the n x n map.
-The fused CPU and CUDA flash kernels need one head width for Q, K and V, so Q and K (C' channels) are
-zero-padded to V's width: zero channels leave every dot product Q_i^T K_j unchanged. ``explicit=True``
-computes softmax(Q^T K) as a tensor (the benchmark baseline; also used when the map is asked for).
+:func:`torch.nn.functional.scaled_dot_product_attention` on Q, K of width C' and V of width C as they are:
+a backend that takes unequal head widths (CUDA's memory-efficient kernel) never stores the n x n map, and
+where none does (the fused CPU and flash kernels need one width) SDPA falls back to its reference
+computation, which does the same products as the explicit path. Zero-padding Q and K to V's width, the
+alternative that keeps the fused kernels, would multiply the Q^T K work by C/C' (8 at ``qk_ratio`` 8), so it
+is not done. ``explicit=True`` computes softmax(s Q^T K) as a tensor (the benchmark baseline; also used when
+the map is asked for). Both paths cost 2 N n^2 (c' + c) FLOPs (:meth:`SAKernel.flops`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dcsnas.attention.base import AttentionBlock, AttentionKernel, option_error
-
-SCALES = ("1", "sqrt")
-
-
-def check_scale(scale) -> str:
-    """Validate the ``scale`` option; the number 1 (from YAML) means ``"1"``."""
-    if scale in SCALES:
-        return scale
-    if scale == 1 and not isinstance(scale, bool):
-        return "1"
-    raise option_error("scale", scale, "'1' (as in the paper) or 'sqrt' (1/sqrt(C'))")
-
-
-def _tokens_first(t: Tensor, width: int) -> Tensor:
-    """[N, c, n] -> contiguous [N, n, width], zero-padded (fused SDPA kernels need a unit last stride)."""
-    t = t.transpose(1, 2)
-    return F.pad(t, (0, width - t.shape[-1])) if t.shape[-1] < width else t.contiguous()
+from dcsnas.attention.base import AttentionBlock, AttentionKernel, check_scale, compute_dtype, scale_factor
 
 
 class SAKernel(AttentionKernel):
@@ -48,16 +33,20 @@ class SAKernel(AttentionKernel):
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, size: tuple[int, int], need_weights: bool = False
     ) -> tuple[Tensor, Optional[Tensor]]:
-        scale = 1.0 if self.scale == "1" else 1.0 / math.sqrt(q.shape[1])
+        scale = scale_factor(self.scale, q.shape[1])
         if self.explicit or need_weights:
             logits = (q if scale == 1.0 else q * scale).transpose(1, 2) @ k  # [N, n, n]
-            attn = torch.softmax(logits, dim=-1, dtype=torch.float32)
+            attn = torch.softmax(logits, dim=-1, dtype=compute_dtype(logits))
             y = v @ attn.transpose(1, 2).to(v.dtype)
             return y, attn if need_weights else None
-        width = max(q.shape[1], v.shape[1])
-        q, k, v_padded = (_tokens_first(t, width) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v_padded, scale=scale)  # [N, n, width]
-        return y.transpose(1, 2)[:, : v.shape[1]], None
+        q, k, v = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # [N, n, c]: unit last stride
+        return F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2), None
+
+    def flops(self, batch: int, qk_channels: int, channels: int, size: tuple[int, int],
+              need_weights: bool = False) -> int:
+        """Q^T K: 2 N n^2 c'; A V: 2 N n^2 c (either path; the map adds no products)."""
+        n = size[0] * size[1]
+        return 2 * batch * n * n * (qk_channels + channels)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale!r}, explicit={self.explicit}"

@@ -58,9 +58,11 @@ def _register_model(targets: argparse._SubParsersAction) -> None:
     p = targets.add_parser(
         "model",
         help="params, FLOPs, latency and peak memory of a model config or arch.json; --train: images/s",
-        description="Profile the model of a train config (or of an arch.json): parameters, FLOPs (torch.utils."
-                    "flop_counter), latency and peak memory of one forward at the config's input size; with "
-                    "--train, images/s of full training steps (AMP and channels-last on CUDA as in training).",
+        description="Profile the model of a train config (or of an arch.json): parameters, FLOPs (the "
+                    "convolutions counted by torch.utils.flop_counter, attention by its analytic formulas), "
+                    "latency and peak memory of one forward at the config's input size (an arch.json's own "
+                    "input size by default; --set data.transforms.height/width override it); with --train, "
+                    "images/s of full training steps (AMP and channels-last on CUDA as in training).",
     )
     p.add_argument("--config", metavar="FILE", help="train config YAML (default: the built-in defaults)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
@@ -86,9 +88,14 @@ def _run_model(args: argparse.Namespace) -> int:
     from dcsnas.engine.profile import profile_model, train_throughput
     from dcsnas.engine.trainer import resolve_device
     from dcsnas.models.builder import create_model
+    from dcsnas.nas.arch import load_arch
     from dcsnas.utils.io import atomic_write_json
 
-    extra = ["model.backbone=searched", f"model.arch={args.arch}"] if args.arch else []
+    extra = []
+    if args.arch:  # the arch's own input size, unless --set overrides it
+        height, width = load_arch(args.arch).input_size
+        extra = ["model.backbone=searched", f"model.arch={args.arch}", f"data.transforms.height={height}",
+                 f"data.transforms.width={width}"]
     cfg = load_config(TrainConfig, args.config, [*extra, *args.overrides])
     device = resolve_device(args.device)
     model = create_model(cfg.model, args.num_classes)

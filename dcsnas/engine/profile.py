@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
+from dcsnas.losses.criterion import LossConfig, ReIDCriterion
 from dcsnas.utils.flops import count_flops, count_params
 from dcsnas.utils.memory import METHODS, memory_env, peak_memory
 
@@ -196,8 +197,6 @@ def train_throughput(model: nn.Module, num_classes: int, input_shape: Sequence[i
                      channels_last: bool = False) -> dict[str, Any]:
     """Images/s of full training steps (forward, CE + triplet loss, backward, Adam step) on random images with
     P×K-style labels (4 images per identity). CUDA: also the peak allocated memory of a step (MiB)."""
-    from dcsnas.losses.criterion import LossConfig, ReIDCriterion
-
     device = torch.device(device)
     model.to(device).train()
     if channels_last:

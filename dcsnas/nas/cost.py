@@ -4,9 +4,12 @@ the architecture logits), and the cost term of the architecture step.
 **Table.** Every part of the network (stem, each block, each attention, the head conv; the fixed
 ResNet-50 stages) is a :class:`CostTerm` over the choices it depends on (a block: its op, its input width
 and its output width), with one entry per combination, measured once by building the candidate from
-:mod:`dcsnas.models.blocks` / :mod:`dcsnas.attention` exactly as the derived network does and counting it
-with ``torch.utils.flop_counter`` at its input resolution (batch 1; :func:`dcsnas.utils.flops.count_flops`).
-A derived network's FLOPs and parameters are therefore the sums of its table entries, exactly.
+:mod:`dcsnas.models.blocks` / :mod:`dcsnas.attention` exactly as the derived network does, on the ``meta``
+device, and counting it with :func:`dcsnas.utils.flops.count_flops` at its input resolution (batch 1): the
+counter for convolutions, the attention kernels' analytic formulas for attention. A derived network's FLOPs
+and parameters are therefore the sums of its table entries, exactly, on any device and torch.
+
+**Cache** (:func:`cached_costs`): plain tensors, strings and lists, read with ``weights_only=True``.
 
 **Expectation.** With independent choices and weights w_c (p_c = softmax(α_c), or the Gumbel-softmax sample
 of the step), E[cost] = Σ_terms Σ_{i,j,…} w_a(i) w_b(j) … T[i, j, …], linear in each w_c.
@@ -18,6 +21,7 @@ two-sided hinge L = L_task + λ · max(0, |F / T − 1| − tolerance) around a 
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -25,11 +29,15 @@ from typing import Callable, Literal, Optional
 import torch
 from torch import Tensor, nn
 
+from dcsnas.attention import create_attention
+from dcsnas.config import config_hash
 from dcsnas.errors import ConfigError
+from dcsnas.models.backbones import resnet50
 from dcsnas.models.blocks import build_op, conv_head, conv_output_size, stem
 from dcsnas.nas.distribution import ArchDistribution
 from dcsnas.nas.space import CONV_HEAD, RESNET50_STAGES, STEM, Choice, MobileNetV2Space, SearchSpace
 from dcsnas.utils.flops import count_flops, count_params
+from dcsnas.utils.io import atomic_torch_save
 
 @dataclass
 class CostTerm:
@@ -88,20 +96,17 @@ class CostModel:
 
 
 class _Meter:
-    """FLOPs/params of modules at input shapes, cached by a description of the module. Convolutional parts
-    are counted on the ``meta`` device (shapes only, no arithmetic); attentions, whose kernels need data
-    (a linear solve, one-hot indicators), run on zeros on the CPU."""
+    """FLOPs/params of modules at input shapes, cached by a description of the module, counted on the
+    ``meta`` device (shapes only, no arithmetic)."""
 
     def __init__(self) -> None:
         self.cache: dict[tuple, tuple[int, int]] = {}
 
-    def __call__(self, key: tuple, build: Callable[[], nn.Module], shape: tuple[int, ...],
-                 meta: bool = True) -> tuple[int, int]:
+    def __call__(self, key: tuple, build: Callable[[], nn.Module], shape: tuple[int, ...]) -> tuple[int, int]:
         if key + shape not in self.cache:
-            device = torch.device("meta" if meta else "cpu")
-            with device:
+            with torch.device("meta"):
                 module = build()
-            self.cache[key + shape] = (count_flops(module, shape, device), count_params(module))
+            self.cache[key + shape] = (count_flops(module, shape, "meta"), count_params(module))
         return self.cache[key + shape]
 
 
@@ -117,14 +122,12 @@ def _term(name: str, choices: list[Choice], measure: Callable[..., tuple[int, in
 
 
 def _attention_cost(meter: _Meter, candidate, channels: int, size: tuple[int, int]) -> tuple[int, int]:
-    from dcsnas.attention import create_attention
-
     if candidate is None:
         return 0, 0
     key = ("attention", candidate.label, tuple(sorted(candidate.options.items(), key=str)), channels)
     try:
         return meter(key, lambda: create_attention(candidate.name, channels, **candidate.options),
-                     (1, channels, *size), meta=False)
+                     (1, channels, *size))
     except ConfigError as exc:
         raise ConfigError(f"attention candidate {candidate.label} with {channels} channels on a "
                           f"{size[0]}×{size[1]} map: {exc}") from None
@@ -154,8 +157,6 @@ def measure_costs(space: SearchSpace, input_size: tuple[int, int]) -> CostModel:
                                                               lambda: conv_head(c, space.head_channels),
                                                               (1, c, *size))))
         return CostModel(terms, space.choices(), input_size)
-    from dcsnas.models.backbones import resnet50
-
     with torch.device("meta"):
         net = resnet50(False, space.last_stride).eval()
     searched = {s.name: i for i, s in enumerate(space.stages)}
@@ -237,18 +238,41 @@ class CostLoss:
         return task, flops
 
 
+def _stored_terms(stored: object, key: dict, space: SearchSpace) -> Optional[list[CostTerm]]:
+    """The cost terms of a loaded cache file; ``None`` if it is the table of another space or input size;
+    ``ValueError`` if it is no cost table of this format."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("terms"), list):
+        raise ValueError("not a dict with a list of 'terms'")
+    if stored.get("key") != key:
+        return None
+    sizes, terms = {c.key: len(c.options) for c in space.choices()}, []
+    for t in stored["terms"]:
+        if not (isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("keys"), list)
+                and all(isinstance(k, str) for k in t["keys"]) and isinstance(t.get("flops"), Tensor)
+                and isinstance(t.get("params"), Tensor) and t["flops"].shape == t["params"].shape
+                and tuple(t["flops"].shape) == tuple(sizes.get(k, -1) for k in t["keys"])):
+            raise ValueError(f"malformed term {str(t)[:100]}")
+        terms.append(CostTerm(t["name"], tuple(t["keys"]), t["flops"].double(), t["params"].double()))
+    return terms
+
+
 def cached_costs(space: SearchSpace, input_size: tuple[int, int], path: str | Path) -> CostModel:
     """:func:`measure_costs`, stored in ``path`` and read from there when space and input size match (a
-    search, its resume and ``dcsnas derive`` measure the table once)."""
-    from dcsnas.config import config_hash
-    from dcsnas.utils.io import atomic_torch_save
-
-    key = {"space": config_hash(space), "input_size": list(input_size)}
+    search, its resume and ``dcsnas derive`` measure the table once). The file holds plain tensors, strings
+    and lists and is read with ``weights_only=True``: a file that is not such a table (another format,
+    damaged, or crafted to run code) is measured again, with a warning, and overwritten."""
+    key = {"space": config_hash(space), "input_size": [int(s) for s in input_size]}
     path = Path(path)
     if path.is_file():
-        stored = torch.load(path, map_location="cpu", weights_only=False)
-        if stored["key"] == key:
-            return CostModel(stored["terms"], space.choices(), input_size)
+        try:
+            terms = _stored_terms(torch.load(path, map_location="cpu", weights_only=True), key, space)
+        except Exception as exc:  # torch.load raises many types on a bad file (UnpicklingError, RuntimeError, …)
+            warnings.warn(f"cost table '{path}' is not a readable cost table ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}); measuring it again")
+            terms = None
+        if terms is not None:
+            return CostModel(terms, space.choices(), input_size)
     costs = measure_costs(space, input_size)
-    atomic_torch_save({"key": key, "terms": costs.terms}, path)
+    atomic_torch_save({"key": key, "terms": [{"name": t.name, "keys": list(t.keys), "flops": t.flops,
+                                              "params": t.params} for t in costs.terms]}, path)
     return costs
