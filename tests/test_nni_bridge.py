@@ -43,18 +43,46 @@ def test_model_space_has_one_mutable_per_choice_with_the_same_candidates(name):
     assert {label: tuple(map(str, m.values)) for label, m in mutables.items()} == expected
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_a_sampled_model_is_the_network_retrain_builds(tmp_path, seed):
+@pytest.mark.parametrize("seed, attention", [(0, "csalr-g2"), (1, "dcs-csalr-g2"), (2, "none")])
+def test_a_sampled_model_is_the_network_retrain_builds(tmp_path, seed, attention):
+    """NNI's frozen model and the network ``retrain`` builds from the arch.json of the same sample hold the
+    same tensors (every key of one maps to a key of the other, same shape) and, with the frozen model's
+    weights copied, compute the same outputs."""
     space, model_space = load_space(SPACES / "tiny.yaml"), tiny_space()
     rng = random.Random(seed)
     sample = {label: rng.choice(m.values) for label, m in model_space.simplify().items()}
-    frozen = model_space.freeze(sample).eval()
+    sample["s2/attention"] = attention
+    torch.manual_seed(seed)
+    frozen = model_space.freeze(sample).double().eval()
+    with torch.no_grad():  # non-trivial weights: BN statistics and affine parameters, acting attention
+        for name, module in frozen.named_modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5), module.bias.uniform_(-0.5, 0.5)
+            if name.endswith(".gate"):
+                module.weight.normal_(0.0, 1.0), module.bias.zero_()
+            if hasattr(module, "gamma"):
+                module.gamma.fill_(0.7)
     arch_path = tmp_path / "arch.json"
     write_arch(arch_path, derive_arch(space, sample_indices(space, sample), measure_costs(space, INPUT), {}))
-    reference = create_model(ModelConfig(backbone="searched", arch=str(arch_path)), 8).eval()
-    shapes = sorted(tuple(p.shape) for p in frozen.parameters())
-    assert shapes == sorted(tuple(p.shape) for p in reference.parameters())
-    assert frozen(torch.randn(2, 3, *INPUT)).shape == reference(torch.randn(2, 3, *INPUT)).shape
+    reference = create_model(ModelConfig(backbone="searched", arch=str(arch_path)), 8).double().eval()
+    blocks = {stage.name: stage.blocks for stage in space.stages}
+
+    def frozen_key(key: str) -> str:  # the frozen model nests the attention after the stage's blocks
+        parts = key.split(".")
+        if parts[0] == "attentions":
+            parts = ["backbone", "stages", parts[1], str(blocks[parts[1]]), *parts[2:]]
+        return ".".join(["model", *parts])
+
+    source = frozen.state_dict()
+    mapped = {k: frozen_key(k) for k in reference.state_dict()}
+    assert sorted(mapped.values()) == sorted(source)
+    reference.load_state_dict({k: source[v] for k, v in mapped.items()})
+    x = torch.randn(2, 3, *INPUT, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x), reference(x), rtol=1e-9, atol=1e-9)
+    assert list(reference.attentions) == ([] if attention == "none" else ["s2"])
+    assert all(m.gamma.item() == 0.7 for m in reference.attentions.values())  # the attention acts
 
 
 @pytest.mark.parametrize("strategy", ["DARTS", "GumbelDARTS"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
 
@@ -9,13 +10,15 @@ import pytest
 import torch
 import yaml
 
+from dcsnas.errors import ConfigError
 from dcsnas.models.blocks import InvertedResidual
 from dcsnas.models.builder import ModelConfig, create_model
 from dcsnas.nas.arch import derive_arch, write_arch
 from dcsnas.nas.cost import measure_costs
-from dcsnas.nas.ops import MaskedSkip, MixedAttention, MixedBlock
+from dcsnas.nas.ops import AttentionAtWidths, MaskedSkip, MixedAttention, MixedBlock
+from dcsnas.nas.recalibration import recalibrate_bn
 from dcsnas.nas.space import load_space
-from dcsnas.nas.supernet import SuperNet
+from dcsnas.nas.supernet import SuperNet, child_state_dict
 from dcsnas.utils.flops import count_flops, count_params
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -72,7 +75,7 @@ def test_retrained_network_has_exactly_the_cost_in_arch_json(space, costs, tmp_p
 
 
 def test_resnet50_arch_keeps_resnet_and_adds_the_chosen_attention(tmp_path):
-    path = tmp_path / "space.yaml"
+    path = tmp_path / "resnet_space.yaml"
     path.write_text(yaml.safe_dump({"version": 1, "name": "r", "skeleton": "resnet50", "stages": [
         {"name": "layer2", "attention": {"types": ["none", "csa"], "options": {"landmarks": 8}}},
         {"name": "layer3", "attention": {"types": ["none", "sa"], "groups": [1, 2]}}]}))
@@ -85,50 +88,224 @@ def test_resnet50_arch_keeps_resnet_and_adds_the_chosen_attention(tmp_path):
     assert count_flops(model, (1, 3, 128, 64), "meta") == arch.flops
     assert count_params(model.backbone) + count_params(model.attentions) == arch.params
     assert list(model.attentions) == ["layer3"] and model.attentions["layer3"].groups == 2
+    # SA with 2 groups on layer3's 8x4 map (n = 32) of 1024 channels: C' = 128, per group c' = 64, c = 512
+    n, c, qk = 32, 1024, 128
+    hand = 2 * n * (c // 2) * (2 * qk + c) + 2 * (2 * n * n * (64 + 512)) + 2 * n * c * c  # Q K V, SA, fusion
+    assert arch.flops - resnet_costs.exact({"layer2/attention": 0, "layer3/attention": 0}) == hand
 
 
-def test_masked_supernet_computes_the_child_network(space, costs, tmp_path):
-    """With one-hot weights the width masks make the supernet compute exactly the derived network, given
-    the derived network's weights are the leading slices of the supernet's widest ones."""
-    indices = {**random_indices(space, 5), "s2/attention": 0, "s1/width": 0, "s2/width": 1, "s3/width": 0}
-    supernet = SuperNet(space, num_classes=12).eval()
-    set_argmax(supernet, indices)
+# A space with every choice type: ops with skip, two widths per stage, and after s2 every attention type with
+# 1 and 2 groups; s3 keeps s2's stride, so its first block is residual when both take width 16.
+FAITHFUL_SPACE = {"version": 1, "name": "faithful", "skeleton": "mobilenetv2", "stem_channels": 8,
+                  "head_channels": 32, "stages": [
+                      {"name": "s1", "widths": [8, 12], "blocks": 2, "stride": 2,
+                       "ops": ["ir_k3_e3", "ir_k5_e6", "skip"]},
+                      {"name": "s2", "widths": [12, 16], "blocks": 2, "stride": 2,
+                       "ops": ["ir_k3_e3", "ir_k5_e3", "skip"],
+                       "attention": {"types": ["none", "sa", "csa", "csalr", "dcs-sa", "dcs-csalr"], "groups": [1, 2],
+                                     "options": {"landmarks": 8, "qk_ratio": 2}}},
+                      {"name": "s3", "widths": [16, 24], "blocks": 1, "stride": 1, "ops": ["ir_k3_e3", "ir_k5_e6"]}]}
+WIDEST_K3 = {"s1/width": "12", "s2/width": "16", "s3/width": "24", "s1/0/op": "ir_k3_e3", "s1/1/op": "ir_k3_e3",
+             "s2/0/op": "ir_k3_e3", "s2/1/op": "ir_k3_e3", "s3/0/op": "ir_k3_e3", "s2/attention": "none"}
+CASES = {  # choice type → labels that differ from WIDEST_K3
+    "op": {"s1/0/op": "ir_k5_e6", "s2/0/op": "ir_k5_e3", "s3/0/op": "ir_k5_e6"},
+    "width": {"s1/width": "8", "s2/width": "12", "s3/width": "16"},
+    "width_residual": {"s1/width": "8", "s3/width": "16", "s3/0/op": "ir_k5_e6"},
+    "skip": {"s1/width": "8", "s1/1/op": "skip", "s2/width": "12", "s2/1/op": "skip"},
+    **{f"attention_{label}_w{width}": {"s2/attention": label, "s2/width": str(width), "s1/1/op": "ir_k5_e6"}
+       for label in ("sa-g1", "sa-g2", "csa-g2", "csalr-g1", "csalr-g2", "dcs-sa-g2", "dcs-csalr-g2")
+       for width in (12, 16)},
+}
+
+
+@pytest.fixture(scope="module")
+def faithful(tmp_path_factory):
+    """The space, its cost table and a float64 supernet whose weights are all non-trivial: BN statistics and
+    affine parameters, attentions acting (gamma ≠ 0), DCS gates that drop about half the channels."""
+    path = tmp_path_factory.mktemp("space") / "faithful.yaml"
+    path.write_text(yaml.safe_dump(FAITHFUL_SPACE))
+    space = load_space(path)
     torch.manual_seed(0)
-    for module in supernet.modules():  # non-trivial BN statistics and affine parameters
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5), module.bias.data.uniform_(-0.5, 0.5)
-    arch = derive_arch(space, indices, costs, {})
-    write_arch(tmp_path / "arch.json", arch)
-    child = create_model(ModelConfig(backbone="searched", arch=str(tmp_path / "arch.json")), num_classes=12).eval()
-    source = supernet.backbone.state_dict()
-    state = {}
-    for key, value in child.backbone.state_dict().items():
-        parts = key.split(".")
-        if parts[1] not in ("stem", "conv_head"):
-            parts[3:3] = ["candidates", str(indices[f"{parts[1]}/{parts[2]}/op"])]
-        state[key] = source[".".join(parts)][tuple(slice(0, n) for n in value.shape)]
-    child.backbone.load_state_dict(state)
-    x = torch.randn(2, 3, *INPUT)
+    supernet = SuperNet(space, num_classes=7).double().eval()
+    with torch.no_grad():
+        for name, module in supernet.named_modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5), module.bias.uniform_(-0.5, 0.5)
+            if name.endswith(".gate"):
+                module.weight.normal_(0.0, 1.0), module.bias.zero_()
+        for name, param in supernet.named_parameters():
+            if name.endswith("gamma"):
+                param.fill_(0.7)
+    return space, measure_costs(space, INPUT), supernet
+
+
+def option_indices(space, labels: dict[str, str]) -> dict[str, int]:
+    choices = {c.key: c for c in space.choices()}
+    indices = {key: 0 for key in choices}
+    indices.update({key: choices[key].labels.index(label) for key, label in labels.items()})
+    return indices
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_supernet_path_computes_the_derived_network(faithful, tmp_path, case):
+    """The supernet with the one-hot selection of an architecture computes the network ``dcsnas retrain``
+    builds from its arch.json, given the weights of ``child_state_dict``: on the single (sliced) path of
+    evaluation and on the masked path of soft mode with one-hot weights."""
+    space, costs, supernet = faithful
+    indices = option_indices(space, {**WIDEST_K3, **CASES[case]})
+    write_arch(tmp_path / "arch.json", derive_arch(space, indices, costs, {}))
+    child = create_model(ModelConfig(backbone="searched", arch=str(tmp_path / "arch.json")), 7).double().eval()
+    child.load_state_dict(child_state_dict(supernet, child, indices))
+    x = torch.randn(3, 3, *INPUT, dtype=torch.float64)
     with torch.no_grad():
         expected = child.forward_features(x)
-        # evaluation takes the single (sliced) path of the argmax architecture
-        torch.testing.assert_close(supernet.forward_features(x), expected, rtol=1e-4, atol=1e-5)
-        # the masked path (soft mode) with one-hot weights computes the same
-        supernet.selection.single_path = False
+        if case.startswith("attention"):  # the attention acts: the output is not that of the network without it
+            attention = child.attentions["s2"]
+            assert attention.gamma.item() == 0.7
+            if "dcs" in case:
+                assert 0.2 < float(attention.kept_ratio) < 0.8
+        with supernet.fixed_architecture(indices):
+            torch.testing.assert_close(supernet.forward_features(x), expected, rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(supernet(x), child(x), rtol=1e-9, atol=1e-9)
+        set_argmax(supernet, indices)  # evaluation runs the argmax architecture's path
+        torch.testing.assert_close(supernet(x), child(x), rtol=1e-9, atol=1e-9)
+        set_argmax(supernet, {k: 0 for k in indices})  # α back to another architecture
+        supernet.selection.single_path = False  # the masked path (soft mode) with one-hot weights
         supernet.selection.weights = {c.key: torch.nn.functional.one_hot(torch.tensor(indices[c.key]),
-                                                                         len(c.options)).float()
+                                                                         len(c.options)).double()
                                       for c in space.choices()}
-        torch.testing.assert_close(supernet.backbone(x), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(supernet.backbone(x), expected, rtol=1e-9, atol=1e-9)
+    # training mode (batch statistics; the same DCS gate noise from the same seed): the same function
+    trained_supernet, trained_child = copy.deepcopy(supernet).train(), copy.deepcopy(child).train()
+    with torch.no_grad(), trained_supernet.fixed_architecture(indices):
+        torch.manual_seed(1)
+        out = trained_supernet(x)
+        torch.manual_seed(1)
+        reference = trained_child(x)
+    for key in ("features", "pooled"):
+        torch.testing.assert_close(out[key], reference[key], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(out["logits"], reference["logits"], rtol=1e-9, atol=1e-9)
+
+
+def test_resnet50_supernet_path_computes_the_derived_network(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "name": "r", "skeleton": "resnet50", "stages": [
+        {"name": "layer2", "attention": {"types": ["none", "dcs-sa"], "groups": [1, 2], "options": {"qk_ratio": 8}}}]}))
+    resnet_space = load_space(path)
+    torch.manual_seed(0)
+    supernet = SuperNet(resnet_space, num_classes=5).double().eval()
+    with torch.no_grad():
+        for name, param in supernet.named_parameters():
+            if name.endswith("gamma"):
+                param.fill_(0.7)
+    indices = {"layer2/attention": 2}  # dcs-sa-g2
+    arch_path = tmp_path / "derived" / "arch.json"
+    arch_path.parent.mkdir()
+    write_arch(arch_path, derive_arch(resnet_space, indices, measure_costs(resnet_space, INPUT), {}))
+    child = create_model(ModelConfig(backbone="searched", arch=str(arch_path)), 5).double().eval()
+    child.load_state_dict(child_state_dict(supernet, child, indices))
+    x = torch.randn(2, 3, *INPUT, dtype=torch.float64)
+    with torch.no_grad(), supernet.fixed_architecture(indices):
+        torch.testing.assert_close(supernet(x), child(x), rtol=1e-9, atol=1e-9)
+
+
+def test_a_fixed_architecture_names_a_bad_choice(space):
+    supernet = SuperNet(space, num_classes=12)
+    with pytest.raises(ConfigError, match="choice 's2/attention' = 7; expected an option index in 0 … 2"):
+        with supernet.fixed_architecture({**random_indices(space, 0), "s2/attention": 7}):
+            pass
+    with pytest.raises(ConfigError, match="unknown choice 's9/width'"):
+        supernet.arch.one_hot({"s9/width": 0})
+    assert supernet.fixed is None
+
+
+def _same(a, b) -> bool:
+    """Nested dicts, lists and tuples of tensors and plain values, equal exactly."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_bn_recalibration_changes_the_path_statistics_and_nothing_else(faithful, tmp_path):
+    """Recalibration re-estimates the BatchNorm statistics of the evaluated path as the average over the
+    batches (whatever they were before), leaves every other tensor, the modes, the optimizers and the RNG as
+    they were, and the recalibrated supernet computes the derived network recalibrated on the same batches."""
+    space, costs, source = faithful
+    supernet = copy.deepcopy(source).train()
+    supernet.backbone.stages["s3"].eval()  # a mixed state of modes, to be restored
+    indices = option_indices(space, {**WIDEST_K3, **CASES["attention_dcs-csalr-g2_w12"], "s1/width": "8"})
+    optimizer = torch.optim.SGD(supernet.weight_modules().parameters(), lr=0.01, momentum=0.9)
+    arch_optimizer = torch.optim.Adam(supernet.arch.parameters())
+    out = supernet(torch.randn(4, 3, *INPUT, dtype=torch.float64))  # one step of each: optimizer states exist
+    (out["features"].square().mean() + out["logits"][0].logsumexp(1).mean()).backward()
+    optimizer.step(), arch_optimizer.step()
+    before, states = _snapshot(supernet), copy.deepcopy((optimizer.state_dict(), arch_optimizer.state_dict()))
+    grads = {n: p.grad.clone() for n, p in supernet.named_parameters() if p.grad is not None}
+    modes = {n: m.training for n, m in supernet.named_modules()}
+    momenta = {n: m.momentum for n, m in supernet.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    batches = [(torch.randn(4, 3, *INPUT, dtype=torch.float64) + 0.5, torch.zeros(4)) for _ in range(3)]
+    rng = torch.get_rng_state()
+
+    with supernet.fixed_architecture(indices):
+        assert recalibrate_bn(supernet, batches, 2) == 2
+    after = _snapshot(supernet)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert {n: m.training for n, m in supernet.named_modules()} == modes
+    assert {n: m.momentum for n, m in supernet.named_modules() if isinstance(m, torch.nn.BatchNorm2d)} == momenta
+    assert all(torch.equal(p.grad, grads[n]) for n, p in supernet.named_parameters() if n in grads)
+    assert _same(copy.deepcopy((optimizer.state_dict(), arch_optimizer.state_dict())), states)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.rsplit(".", 1)[1] in ("running_mean", "running_var", "num_batches_tracked")
+                           for k in changed)
+    # the stem's statistics: the average of the two batches' means and (unbiased) variances
+    stem = supernet.backbone.stages["stem"]
+    with torch.no_grad():
+        y = [stem[0](images) for images, _ in batches[:2]]
+    torch.testing.assert_close(stem[1].running_mean, sum(t.mean((0, 2, 3)) for t in y) / 2)
+    torch.testing.assert_close(stem[1].running_var, sum(t.var((0, 2, 3)) for t in y) / 2)
+    # off the path nothing moved: the candidates not chosen, the channels beyond a chosen width
+    assert indices["s1/0/op"] == 0 and not any(k.startswith("backbone.stages.s1.0.candidates.1.") for k in changed)
+    key = "backbone.stages.s1.0.candidates.0.project.1.running_mean"  # s1 at width 8 of 12
+    assert torch.equal(after[key][8:], before[key][8:]) and not torch.equal(after[key][:8], before[key][:8])
+    # re-estimated, not blended with what was there before
+    with torch.no_grad():
+        stem[1].running_mean.add_(3.0), stem[1].running_var.mul_(5.0)
+    with supernet.fixed_architecture(indices):
+        recalibrate_bn(supernet, batches, 2)
+    assert torch.equal(stem[1].running_mean, after["backbone.stages.stem.1.running_mean"])
+    assert torch.equal(stem[1].running_var, after["backbone.stages.stem.1.running_var"])
+    # the recalibrated supernet on that path is the derived network recalibrated on the same batches
+    write_arch(tmp_path / "arch.json", derive_arch(space, indices, costs, {}))
+    child = create_model(ModelConfig(backbone="searched", arch=str(tmp_path / "arch.json")), 7).double()
+    child.load_state_dict(child_state_dict(supernet, child, indices))
+    recalibrate_bn(child, batches, 2)
+    supernet.eval(), child.eval()
+    x = torch.randn(3, 3, *INPUT, dtype=torch.float64)
+    with torch.no_grad(), supernet.fixed_architecture(indices):
+        torch.testing.assert_close(supernet(x), child(x), rtol=1e-9, atol=1e-9)
+
+
+def _units(module) -> list[torch.nn.Module]:
+    """The modules one path runs: a candidate op, or an attention candidate at one width."""
+    return [unit for c in module.candidates for unit in (c.at if isinstance(c, AttentionAtWidths) else [c])]
 
 
 def _count_calls(supernet: SuperNet) -> dict[str, list[int]]:
     calls: dict[str, list[int]] = {}
     for name, module in supernet.named_modules():
         if isinstance(module, (MixedBlock, MixedAttention)):
-            calls[name] = [0] * len(module.candidates)
-            for j, candidate in enumerate(module.candidates):
-                candidate.register_forward_hook(lambda *_, n=name, j=j: calls[n].__setitem__(j, calls[n][j] + 1))
+            calls[name] = [0] * len(_units(module))
+            for j, unit in enumerate(_units(module)):
+                unit.register_forward_hook(lambda *_, n=name, j=j: calls[n].__setitem__(j, calls[n][j] + 1))
     return calls
 
 
@@ -154,8 +331,8 @@ def test_hard_mode_runs_one_candidate_per_choice_and_soft_mode_all(space, mode):
     assert informative and all(alphas[k].grad.abs().sum() > 1e-8 for k in informative)
     for name, module in supernet.named_modules():  # candidates that did not run get no gradient
         if isinstance(module, (MixedBlock, MixedAttention)):
-            for j, candidate in enumerate(module.candidates):
-                grads = [p.grad is not None for p in candidate.parameters()]
+            for j, unit in enumerate(_units(module)):
+                grads = [p.grad is not None for p in unit.parameters()]
                 assert all(grads) if calls[name][j] else not any(grads)
 
 

@@ -20,7 +20,10 @@ class NASConfig:
     (``arch_lr`` 3·10⁻⁴, betas (0.5, 0.999), ``arch_weight_decay`` 10⁻³). ``split``: ``per_identity`` puts ``arch_fraction`` of each training
     identity's images in the architecture split (the classifier sees every identity); ``identity_disjoint``
     gives that fraction of the identities to it, and architecture steps use the metric losses only (no
-    CE, no IB: their identities have no class or Q(a|y)).
+    CE, no IB: their identities have no class or Q(a|y)). ``bn_recalibration_batches``: before every
+    evaluation of the supernet (the argmax architecture with the shared weights) and every IB refresh, the
+    BatchNorm statistics of that path are re-estimated on this many weight-split batches
+    (:mod:`dcsnas.nas.recalibration`); 0 turns it off.
     """
 
     space: str = "search_spaces/mbv2_reid.yaml"
@@ -32,6 +35,7 @@ class NASConfig:
     arch_weight_decay: float = 1e-3
     split: Literal["per_identity", "identity_disjoint"] = "per_identity"
     arch_fraction: float = 0.5
+    bn_recalibration_batches: int = 10
     cost: CostConfig = field(default_factory=CostConfig)
 
     def __post_init__(self) -> None:
@@ -41,6 +45,8 @@ class NASConfig:
             raise ValueError("warmup_epochs must be >= 0 and arch_lr > 0")
         if not 0 < self.arch_fraction < 1:
             raise ValueError(f"arch_fraction must be in (0, 1), got {self.arch_fraction}")
+        if self.bn_recalibration_batches < 0:
+            raise ValueError(f"bn_recalibration_batches must be >= 0 (0: off), got {self.bn_recalibration_batches}")
 
 
 @dataclass

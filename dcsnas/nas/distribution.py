@@ -4,15 +4,35 @@ Choices are independent categoricals p_c = softmax(α_c). A training forward pas
 w_c = softmax((α_c + g) / τ) with g ~ Gumbel(0, 1) (Jang et al. 2017; FBNet). ``hard`` returns the one-hot
 vector of argmax(w_c) in the forward pass with the gradient of w_c (straight-through, GDAS). Evaluation
 uses the one-hot vector of argmax(α_c), no noise. Fixed choices (one option) get the constant ``[1.]``.
+
+The Gumbel noise is drawn from ``ArchDistribution.generator`` when one is set (the search sets one, so that
+every DDP rank draws the same architectures: the same α and the same generator state give the same sample,
+whatever else consumes the global generators). :func:`gumbel_softmax` is written out because
+:func:`torch.nn.functional.gumbel_softmax` takes no generator; with ``generator=None`` it computes exactly
+what that function computes.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dcsnas.errors import ConfigError
 from dcsnas.nas.space import Choice
+
+
+def gumbel_softmax(logits: Tensor, tau: float, hard: bool, generator: Optional[torch.Generator] = None) -> Tensor:
+    """softmax((logits + g) / τ) over the last dim, g ~ Gumbel(0, 1) from ``generator`` (the default one when
+    None); ``hard``: the one-hot vector of its argmax with its gradient (straight-through)."""
+    gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
+    soft = ((logits + gumbels) / tau).softmax(-1)
+    if not hard:
+        return soft
+    one_hot = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)
+    return one_hot - soft.detach() + soft
 
 
 class ArchDistribution(nn.Module):
@@ -24,6 +44,7 @@ class ArchDistribution(nn.Module):
         self.choices = {c.key: c for c in choices}
         self.alphas = nn.ParameterDict({c.key: nn.Parameter(1e-3 * torch.randn(len(c.options)))
                                         for c in choices if c.searchable})
+        self.generator: Optional[torch.Generator] = None  # of the Gumbel noise (on α's device); None: the default
 
     def sample(self, tau: float, hard: bool, training: bool) -> dict[str, Tensor]:
         """Per choice key, the weights ``[n_c]`` of this forward pass (see the module docstring)."""
@@ -32,9 +53,31 @@ class ArchDistribution(nn.Module):
             if key not in self.alphas:
                 out[key] = self._one(key)
             elif training:
-                out[key] = F.gumbel_softmax(self.alphas[key], tau=tau, hard=hard)
+                out[key] = gumbel_softmax(self.alphas[key], tau, hard, self.generator)
             else:
                 out[key] = F.one_hot(self.alphas[key].argmax(), len(choice.options)).to(self.alphas[key].dtype)
+        return out
+
+    def one_hot(self, indices: dict[str, int]) -> dict[str, Tensor]:
+        """Per choice key, the constant one-hot weights ``[n_c]`` of option ``indices[key]`` (a fixed
+        architecture; fixed choices may be left out). Raises ``ConfigError`` for an unknown key, a missing
+        searchable choice or an index outside ``0 … n_c − 1``."""
+        unknown = sorted(set(indices) - set(self.choices))
+        if unknown:
+            raise ConfigError(f"architecture: unknown choice {unknown[0]!r}; the space's choices: "
+                              f"{', '.join(self.choices)}")
+        ref = next(iter(self.alphas.values()), None)
+        dtype, device = (torch.float32, None) if ref is None else (ref.dtype, ref.device)
+        out = {}
+        for key, choice in self.choices.items():
+            if key not in self.alphas and key not in indices:
+                out[key] = self._one(key)
+                continue
+            index = indices.get(key)
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(choice.options):
+                raise ConfigError(f"architecture: choice {key!r} = {index!r}; expected an option index in "
+                                  f"0 … {len(choice.options) - 1} ({', '.join(choice.labels)})")
+            out[key] = F.one_hot(torch.tensor(index), len(choice.options)).to(device=device, dtype=dtype)
         return out
 
     def _one(self, key: str) -> Tensor:

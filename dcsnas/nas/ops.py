@@ -20,8 +20,17 @@ the supernet from :class:`~dcsnas.nas.distribution.ArchDistribution`), one ``[n]
   on masked channels) and multiplies by the same masks cut to those widths (value 1, the width logits'
   gradient), then zero-pads to the widest width; a wider option's logit then sees the gradient of the
   active channels only, as GDAS's unsampled ops see a constant.
-- **Attention choice** (:class:`MixedAttention`): ``none`` (identity) or an attention module at the widest
-  width of its stage, chosen like an op; the output is masked with the stage's width mask again.
+- **Attention choice** (:class:`MixedAttention`): ``none`` (identity) or an attention candidate, chosen
+  like an op. Each attention candidate exists once per width option of its stage
+  (:class:`AttentionAtWidths`), built by :func:`~dcsnas.attention.create_attention` at that width exactly
+  as the derived network builds it, and runs on the leading channels of its width only. So at width w the
+  groups split at w/G, C' = w/qk_ratio, the DCS gate conv reads w channels, and CSA/CSALR pool the same
+  landmarks per group: the child's attention function, by construction. Slicing one widest module would
+  not give it (a grouped projection of the widest module mixes the channels of group g at max/G, not
+  w/G; C' would be max/qk_ratio), and slicing that keeps the child's groups and C' would need a second,
+  functional implementation of every attention block (grouped projections, gate, fusion conv) beside
+  :mod:`dcsnas.attention`, bound to drift from it. The price: attention parameters × widths, and each
+  width's attention trains only on the steps that sample that width.
 """
 
 from __future__ import annotations
@@ -143,10 +152,12 @@ def _conv_bn_act(block: nn.Sequential, x: Tensor, channels: int) -> Tensor:
     conv, bn = block[0], block[1]
     groups = channels if conv.groups > 1 else 1  # depthwise stays depthwise
     y = F.conv2d(x, conv.weight[:channels, :x.shape[1] // groups], None, conv.stride, conv.padding, 1, groups)
-    if bn.training:
+    momentum = 0.0
+    if bn.training:  # as nn.BatchNorm2d: momentum None is the cumulative average
         bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
     y = F.batch_norm(y, bn.running_mean[:channels], bn.running_var[:channels], bn.weight[:channels],
-                     bn.bias[:channels], bn.training, bn.momentum, bn.eps)
+                     bn.bias[:channels], bn.training, momentum, bn.eps)
     return F.relu6(y) if len(block) > 2 else y
 
 
@@ -187,26 +198,55 @@ class MixedBlock(nn.Module):
                       x if self.residual else None)
 
 
-class MixedAttention(nn.Module):
-    """The attention choice after a stage of ``channels`` (widest) channels: ``none`` or an attention
-    module, then the width mask of ``width`` (``None``: a fixed width). ``[B, C, H, W]`` → same."""
+class AttentionAtWidths(nn.Module):
+    """One attention candidate at every width option of its stage: ``at[i]`` is
+    ``create_attention(candidate.name, widths[i], **candidate.options)`` (module docstring).
 
-    def __init__(self, attention: Choice, channels: int, width: Optional[Choice], selection: Selection):
+    ``forward(x, w, single_path)``: ``x`` ``[B, max(widths), H, W]`` (channels at or beyond the active width
+    are 0), ``w`` ``[n]`` width weights → ``[B, max(widths), H, W]``. On the single path only ``at[argmax w]``
+    runs, on the leading ``widths[i]`` channels, times the stage's width mask cut to them (value 1, the width
+    logits' gradient), zero-padded; otherwise Σ_i w_i · pad(at[i](x[:, :widths[i]])).
+    """
+
+    def __init__(self, candidate: AttentionCandidate, widths: Sequence[int]):
         from dcsnas.attention import create_attention
 
         super().__init__()
-        self.key = attention.key
-        self.width_key = width.key if width is not None and width.searchable else None
+        self.widths = tuple(widths)
+        self.at = nn.ModuleList(create_attention(candidate.name, w, **candidate.options) for w in self.widths)
+        self.register_buffer("masks", mask_matrix(self.widths), persistent=False)
+
+    def forward(self, x: Tensor, w: Tensor, single_path: bool) -> Tensor:
+        def run(i: int) -> Tensor:
+            return self.at[i](x[:, :self.widths[i]])
+
+        if len(self.widths) == 1:
+            return run(0)
+        if not single_path:
+            return sum(w[i].to(x.dtype) * _fit_channels(run(i), x.shape[1]) for i in range(len(self.widths)))
+        i = int(w.argmax())
+        y = run(i)
+        return _fit_channels(y * channel_mask(w, self.masks[:, :self.widths[i]], y), x.shape[1])
+
+
+class MixedAttention(nn.Module):
+    """The attention choice after a stage whose width options are ``widths`` (``width_key``: their choice
+    key, ``None`` for a fixed width): ``none`` or an :class:`AttentionAtWidths` per candidate.
+    ``[B, max(widths), H, W]`` → same."""
+
+    def __init__(self, attention: Choice, widths: Sequence[int], width_key: Optional[str], selection: Selection):
+        super().__init__()
+        self.key, self.width_key = attention.key, width_key if len(widths) > 1 else None
         self.selection = selection
-        self.candidates = nn.ModuleList(
-            nn.Identity() if c is None else create_attention(c.name, channels, **c.options)
-            for c in attention.options)
-        self.attends = [isinstance(c, AttentionCandidate) for c in attention.options]
-        if self.width_key is not None:
-            self.register_buffer("out_masks", mask_matrix(width.options), persistent=False)
+        self.candidates = nn.ModuleList(nn.Identity() if c is None else AttentionAtWidths(c, widths)
+                                        for c in attention.options)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = choose(self.selection[self.key], self.selection.single_path, lambda j: self.candidates[j](x), x)
-        if self.width_key is not None and any(self.attends):
-            y = y * channel_mask(self.selection[self.width_key], self.out_masks, y)
-        return y
+        single = self.selection.single_path
+        w = self.selection[self.width_key] if self.width_key is not None else x.new_ones(1)
+
+        def run(j: int) -> Tensor:
+            candidate = self.candidates[j]
+            return candidate(x) if isinstance(candidate, nn.Identity) else candidate(x, w, single)
+
+        return choose(self.selection[self.key], single, run, x)

@@ -4,13 +4,15 @@ Built from the same blocks as the fixed and derived networks (:mod:`dcsnas.model
 :mod:`dcsnas.models.backbones`, attentions of :mod:`dcsnas.attention`), with the same heads, so the same
 criterion (:class:`~dcsnas.losses.criterion.ReIDCriterion`) and IB bound train it. Every forward pass
 first draws the weights of all choices from ``arch`` (Gumbel-softmax at temperature ``tau``; argmax in
-evaluation), then runs the stages. DCS attentions among the candidates keep their gates, so the engine's
+evaluation; the one-hot weights of a given architecture inside :meth:`SuperNet.fixed_architecture`),
+then runs the stages. DCS attentions among the candidates keep their gates, so the engine's
 DCS temperature schedule applies to them.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from contextlib import contextmanager
+from typing import Iterator, Literal, Optional
 
 from torch import Tensor, nn
 
@@ -36,7 +38,7 @@ def super_backbone(space: SearchSpace, selection: Selection) -> Backbone:
             width = space.width_choice(i)
             blocks = [MixedBlock(s.op, s.width_in, s.width_out, s.stride, selection) for s in slots
                       if s.stage == stage.name]
-            attention = MixedAttention(space.attention_choice(i), max(stage.widths), width, selection)
+            attention = MixedAttention(space.attention_choice(i), stage.widths, width.key, selection)
             stages[stage.name] = nn.Sequential(*blocks, attention)
             stride *= stage.stride
             channels[stage.name], strides[stage.name] = max(stage.widths), stride
@@ -48,7 +50,7 @@ def super_backbone(space: SearchSpace, selection: Selection) -> Backbone:
     stages = {}
     for name, module in net.stages.items():
         if name in searched:
-            attention = MixedAttention(space.attention_choice(searched[name]), net.stage_channels[name], None,
+            attention = MixedAttention(space.attention_choice(searched[name]), [net.stage_channels[name]], None,
                                        selection)
             module = nn.Sequential(module, attention)
         stages[name] = module
@@ -65,6 +67,8 @@ class SuperNet(ReIDModel):
         head: ``bnneck`` or ``pcb`` (:mod:`dcsnas.models.heads`).
         mode: ``soft`` (weighted sum of all candidates) or ``hard`` (one sampled path per step).
         tau: initial Gumbel-softmax temperature; the search loop anneals it.
+
+    :func:`child_state_dict` gives the derived network of an architecture the supernet's weights of its path.
     """
 
     def __init__(self, space: SearchSpace, num_classes: int, head: str = "bnneck", mode: Mode = "hard",
@@ -75,12 +79,59 @@ class SuperNet(ReIDModel):
         self.space = space
         self.arch = ArchDistribution(space.choices())
         self.mode, self.tau = mode, tau
+        self.fixed: Optional[dict[str, int]] = None
+
+    @contextmanager
+    def fixed_architecture(self, indices: dict[str, int]) -> Iterator["SuperNet"]:
+        """Inside the ``with`` block every forward pass (training or evaluation mode) runs the single path of
+        the architecture ``indices`` (choice key → option index; fixed choices may be left out) instead of
+        a sample of α, which gets no gradient. Errors (:class:`~dcsnas.errors.ConfigError`) name a bad key
+        or index."""
+        self.arch.one_hot(indices)
+        previous, self.fixed = self.fixed, dict(indices)
+        try:
+            yield self
+        finally:
+            self.fixed = previous
 
     def weight_modules(self) -> nn.ModuleDict:
         """The network weights (backbone, head), without α; parameter names as in the model."""
         return nn.ModuleDict({"backbone": self.backbone, "head": self.head})
 
     def _run(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        self.selection.single_path = self.mode == "hard" or not self.training
-        self.selection.weights = self.arch.sample(self.tau, hard=self.mode == "hard", training=self.training)
+        if self.fixed is not None:
+            self.selection.single_path = True
+            self.selection.weights = self.arch.one_hot(self.fixed)
+        else:
+            self.selection.single_path = self.mode == "hard" or not self.training
+            self.selection.weights = self.arch.sample(self.tau, hard=self.mode == "hard", training=self.training)
         return super()._run(x)
+
+
+def child_state_dict(supernet: SuperNet, child: nn.Module, indices: dict[str, int]) -> dict[str, Tensor]:
+    """The state dict of ``child``, the network derived for ``indices`` (``create_model`` with backbone
+    ``searched`` on its arch.json), from the supernet's shared weights: per child key the tensor of the
+    chosen candidate (op; attention at the chosen width), cut to the child's shape (its leading slices,
+    the channels of the width masks). With it the child computes what the supernet computes on that path
+    (``tests/test_supernet.py``)."""
+    source = supernet.state_dict()
+    space = supernet.space
+    state = {}
+    for key, value in child.state_dict().items():
+        parts = key.split(".")
+        if isinstance(space, MobileNetV2Space):
+            if parts[0] == "backbone" and parts[2] not in (STEM, CONV_HEAD):
+                parts[4:4] = ["candidates", str(indices.get(f"{parts[2]}/{parts[3]}/op", 0))]
+            elif parts[0] == "attentions":
+                i = [s.name for s in space.stages].index(parts[1])
+                width = space.width_choice(i)
+                parts = ["backbone", "stages", parts[1], str(space.stages[i].blocks), "candidates",
+                         str(indices[f"{parts[1]}/attention"]), "at", str(indices.get(width.key, 0)), *parts[2:]]
+        else:
+            if parts[0] == "backbone" and parts[2] in {s.name for s in space.stages}:
+                parts.insert(3, "0")
+            elif parts[0] == "attentions":
+                parts = ["backbone", "stages", parts[1], "1", "candidates", str(indices[f"{parts[1]}/attention"]),
+                         "at", "0", *parts[2:]]
+        state[key] = source[".".join(parts)][tuple(slice(0, n) for n in value.shape)]
+    return state
