@@ -4,7 +4,10 @@ Each subcommand lives in a module of :mod:`dcsnas.commands` that defines ``regis
 modules are discovered here, so adding a command touches no shared file. Command modules import heavy
 dependencies inside their handlers, so ``dcsnas --help`` stays fast.
 
-User errors (:class:`~dcsnas.errors.DcsnasError`) print ``dcsnas: error: <message>`` and exit with 2.
+User errors (:class:`~dcsnas.errors.DcsnasError`) print ``dcsnas: error: <message>`` and exit with 2 (an
+error raised in a DataLoader worker arrives wrapped with the worker's traceback: only its message is
+printed). SIGINT and SIGTERM end the command with one line and exit 130 and 143; checkpoints are written
+atomically, so the last one is intact.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 import warnings
 
@@ -38,18 +42,41 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"dcsnas: warning: {message}\n"
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks and exit handlers run."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+def error_message(exc: DcsnasError) -> str:
+    """The user's message; for an error re-raised from a DataLoader worker, without the worker's traceback."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(f"{type(exc).__name__}: ", 1)[-1]
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.formatwarning = _format_warning
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = args.func(args)
     except DcsnasError as exc:
-        print(f"dcsnas: error: {exc}", file=sys.stderr)
+        print(f"dcsnas: error: {error_message(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("dcsnas: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("dcsnas: terminated", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return int(result or 0)
 
 

@@ -162,8 +162,9 @@ class Demo:
         else:
             if resume:
                 self.log(f"  continuing the stopped run in {run.path} from its last checkpoint")
-            self.train(step, cfg, open_run_dir(run.path) if resume else create_run_dir(run.path, step.kind, cfg),
-                       resume)
+            # a folder without checkpoint holds a run stopped in its first epoch: --force moves it aside
+            self.train(step, cfg, open_run_dir(run.path) if resume else create_run_dir(run.path, step.kind, cfg,
+                                                                                       force=True), resume)
         self.report(step, run)
 
     def train(self, step: Step, cfg, run, resume: bool) -> None:

@@ -1,19 +1,17 @@
-"""The training engine on the tiny synthetic preset: exact resume, DDP agreement, config and data errors."""
+"""The training engine on the tiny synthetic preset: exact resume, config and data errors (DDP: test_ddp.py)."""
 
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from dcsnas.cli import main
 from dcsnas.config import load_config
 from dcsnas.engine.config import TrainConfig
-from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir
+from dcsnas.engine.rundir import create_run_dir, open_run_dir
 from dcsnas.engine.trainer import Trainer
 
 TINY = Path(__file__).resolve().parents[1] / "experiments" / "cpu" / "tiny_test.yaml"
@@ -74,30 +72,6 @@ def test_resume_refuses_another_architecture(tiny_data, tmp_path, capsys):
     capsys.readouterr()
     assert main(args + ["--resume", "--set", "model.width_mult=0.5"]) == 2
     assert "differs from the run's saved config in model.width_mult" in capsys.readouterr().err
-
-
-def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
-    import os
-
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    cfg = tiny_config(Path(root), "optim.epochs=2")
-    run = create_run_dir(Path(out) / "run", "train", cfg) if rank == 0 else RunDir(Path(out) / "run")
-    trainer = Trainer(cfg, run, show_progress=False)
-    trainer.fit()
-    torch.save({k: v.detach() for k, v in trainer.model.named_parameters()}, Path(out) / f"rank{rank}.pt")
-    torch.distributed.destroy_process_group()
-
-
-def test_ddp_two_processes_agree_on_weights(tiny_data, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tiny_data), str(tmp_path)), nprocs=2, join=True)
-    w0, w1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
-    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
-    assert (tmp_path / "run" / "metrics.json").is_file()
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -12,14 +12,18 @@ from typing import Any
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_required: bool = False) -> None:
-    """``--config FILE``, repeated ``--set key=value``, ``--out DIR`` and ``--resume``."""
+    """``--config FILE``, repeated ``--set key=value``, ``--out DIR``, ``--resume`` and ``--force``."""
     parser.add_argument("--config", metavar="FILE", required=config_required, help="YAML config file")
     parser.add_argument(
         "--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
         help="override a config key (dotted, e.g. --set optim.lr=3.5e-4); repeatable",
     )
-    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/<command>-<time>)")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/<command>-<time>); one that "
+                        "holds a run is refused unless --resume or --force")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--force", action="store_true",
+                        help="start over in a --out that holds a run: its content is moved aside to "
+                             "<out>.replaced-<time>")
 
 
 def print_json(obj: Any) -> None:

@@ -37,7 +37,7 @@ def run_info(args: argparse.Namespace) -> None:
     from dcsnas.data.registry import build_dataset
 
     options = {}
-    for text in args.options:  # numbers and booleans are parsed; anything else (a regex) stays verbatim
+    for text in args.options:  # numbers, booleans and lists are parsed; anything else (a regex) stays verbatim
         keys, value = parse_override(text)
-        options[".".join(keys)] = value if isinstance(value, (bool, int, float)) else text.split("=", 1)[1]
+        options[".".join(keys)] = value if isinstance(value, (bool, int, float, list)) else text.split("=", 1)[1]
     print_json(build_dataset(args.dataset, args.root, **options).stats())

@@ -34,9 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", choices=METRICS,
                    help="distance (default: the run's eval.metric with --run, else euclidean, squared)")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
-    p.add_argument("--max-rank", type=int, default=50, metavar="R", help="length of the CMC curve (default: 50)")
-    p.add_argument("--protocol", choices=PROTOCOLS, default="market", help="market (default) or cuhk03 single-shot")
-    p.add_argument("--seed", type=int, default=0, help="seed of the cuhk03 protocol's random draws (default: 0)")
+    p.add_argument("--max-rank", type=int, metavar="R",
+                   help="length of the CMC curve (default: the run's eval.max_rank with --run, else 50)")
+    p.add_argument("--protocol", choices=PROTOCOLS,
+                   help="market or cuhk03 single-shot (default: the run's eval.protocol with --run, else market)")
+    p.add_argument("--seed", type=int,
+                   help="seed of the cuhk03 protocol's random draws (default: the run's eval.protocol_seed "
+                        "with --run, else 0)")
     p.add_argument("--chunk-size", type=int, metavar="N", help="queries evaluated at a time (default: automatic)")
     p.add_argument("--visualize", type=int, metavar="K", help="write a PNG rank list (query + top K) per query")
     p.add_argument("--vis-queries", type=int, metavar="N", help="draw only the first N queries (default: all)")
@@ -55,6 +59,17 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--vis-queries needs --visualize K")
 
 
+def _refuse_search_run(path: str) -> None:
+    """A search's run directory holds a supernet, not a network to evaluate: say what to do instead."""
+    from dcsnas.engine.rundir import open_run_dir
+
+    run = open_run_dir(path)
+    if "search" in run.saved_config():
+        raise ConfigError(f"'{path}' is the run directory of an architecture search, not of a trained network: "
+                          f"derive its network (dcsnas derive {path}), retrain it (dcsnas retrain --arch "
+                          f"{run.arch} --config FILE --out DIR) and evaluate that run")
+
+
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     from dcsnas.metrics import evaluate_features, load_features, save_rank_lists, summarize
@@ -64,12 +79,16 @@ def run(args: argparse.Namespace) -> int:
     if args.run:
         from dcsnas.engine.evaluator import extract_run_features
 
+        _refuse_search_run(args.run)
         data, info = extract_run_features(args.run, args.checkpoint, args.flip or None, args.device)
-        args.metric = args.metric or info["metric"]
         args.rerank = args.rerank or info["rerank"]
     else:
         data = load_features(args.features)
-        args.metric = args.metric or "euclidean"
+    defaults = {"metric": "euclidean", "protocol": "market", "protocol_seed": 0, "max_rank": 50, **info}
+    args.metric = args.metric or defaults["metric"]
+    args.protocol = args.protocol or defaults["protocol"]
+    args.seed = defaults["protocol_seed"] if args.seed is None else args.seed
+    args.max_rank = defaults["max_rank"] if args.max_rank is None else args.max_rank
     source = args.run or args.features
     if args.visualize and not {"q_paths", "g_paths"} <= data.keys():
         raise DataError(f"{source} has no q_paths/g_paths arrays: --visualize needs the image paths")

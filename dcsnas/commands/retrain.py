@@ -22,9 +22,12 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     from dcsnas.commands.train import prepare_run, train_and_report
     from dcsnas.engine.trainer import Trainer
-    from dcsnas.nas.arch import load_arch, write_arch
+    from dcsnas.nas.arch import SPACE_FILE, load_arch, write_arch
 
     arch = load_arch(args.arch)
+    if not (Path(args.arch).parent / SPACE_FILE).is_file():
+        warnings.warn(f"no {SPACE_FILE} beside '{args.arch}' (it is not in its search's run directory), so its "
+                      f"widths, ops and attentions are not checked against the space '{arch.space}' it names")
     overrides = ("model.backbone=searched", f"model.arch={Path(args.arch).resolve()}")
     cfg, run_dir = prepare_run(args, "retrain", extra_overrides=overrides)
     size = [cfg.data.transforms.height, cfg.data.transforms.width]

@@ -17,23 +17,30 @@ def register(subparsers) -> None:
 
 
 def prepare_run(args: argparse.Namespace, command: str, schema=None, extra_overrides: tuple[str, ...] = ()):
-    """Load the config (``--config`` + ``--set``) and create the run directory (or reopen it for ``--resume``)."""
-    from dcsnas.config import load_config
+    """Load the config (``--config`` + ``--set``) and create the run directory (or reopen it for ``--resume``),
+    locked by this process (rank 0 under torchrun)."""
+    from dcsnas.config import PATH_KEYS, load_config
     from dcsnas.engine.config import TrainConfig
-    from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir
+    from dcsnas.engine.rundir import RunDir, create_run_dir, lock_run_dir, open_run_dir
     from dcsnas.errors import ConfigError
 
-    cfg = load_config(schema or TrainConfig, args.config, [*extra_overrides, *args.overrides])
+    cfg = load_config(schema or TrainConfig, args.config, [*extra_overrides, *args.overrides],
+                      required_paths=PATH_KEYS)
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out DIR: the run directory to continue")
+    if args.resume and args.force:
+        raise ConfigError("--resume and --force exclude each other: --resume continues the run in --out, "
+                          "--force starts it over")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if not args.out:
             raise ConfigError("under torchrun, give --out DIR so that every rank uses the same run directory")
         if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 writes into the run directory
             return cfg, RunDir(Path(args.out))
     if args.resume:
-        return cfg, open_run_dir(args.out)
-    return cfg, create_run_dir(args.out, command, cfg)
+        run = open_run_dir(args.out)
+        lock_run_dir(run)
+        return cfg, run
+    return cfg, create_run_dir(args.out, command, cfg, force=args.force)
 
 
 def train_and_report(trainer, resume: bool) -> None:

@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                         help="override a tune config key (dotted, e.g. --set max_trials=20); repeatable")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/tune-<time>)")
+    parser.add_argument("--force", action="store_true",
+                        help="start over in a --out that holds a run (its content is moved aside)")
     parser.set_defaults(func=run)
 
 
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(TuneConfig, args.config, args.overrides)
     from dcsnas.nas.nni_bridge import run_tune
 
-    run_dir = create_run_dir(args.out, "tune", cfg)
+    run_dir = create_run_dir(args.out, "tune", cfg, force=args.force)
     summary = run_tune(cfg, run_dir)
     print_json({"run": str(run_dir.path), "best": summary["best"], "num_trials": summary["num_trials"],
                 "num_succeeded": summary["num_succeeded"]})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from dcsnas.data.base import ImageRecord, ReIDDataset, check_identity_overlap, check_splits, relabel
 from dcsnas.errors import ConfigError, DataError
@@ -43,6 +43,15 @@ def compile_pattern(pattern: str) -> re.Pattern:
     return regex
 
 
+def pid_list(key: str, value: Any) -> list[int]:
+    """A data set option that lists identities: an int or a list of ints (a string is an error, not its letters)."""
+    items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable) or \
+            not all(isinstance(p, int) and not isinstance(p, bool) for p in items):
+        raise ConfigError(f"data set option '{key}' = {value!r}: expected an int or a list of ints, e.g. [-1]")
+    return list(items)
+
+
 def scan_split(folder: Path, regex: re.Pattern, camid_base: int = 1) -> list[ImageRecord]:
     """All images in ``folder`` (sorted by name) as records with the raw pid and a 0-based camera index."""
     if not folder.is_dir():
@@ -53,7 +62,14 @@ def scan_split(folder: Path, regex: re.Pattern, camid_base: int = 1) -> list[Ima
         if match is None:
             bad.append(path.name)
             continue
-        records.append(ImageRecord(str(path), int(match["pid"]), int(match["camid"]) - camid_base))
+        try:
+            pid, camid = int(match["pid"]), int(match["camid"])
+        except (TypeError, ValueError):
+            raise DataError(f"file '{path}': the pattern {regex.pattern!r} reads pid = {match['pid']!r}, camid = "
+                            f"{match['camid']!r}; both groups must match integers (e.g. (?P<pid>-?\\d+))") from None
+        if camid < camid_base:
+            raise DataError(f"file '{path}': camera {camid}, but camera ids of this data set start at {camid_base}")
+        records.append(ImageRecord(str(path), pid, camid - camid_base))
     if bad:
         raise DataError(
             f"{len(bad)} file name(s) in '{folder}' do not match the pattern {regex.pattern!r} "
@@ -79,7 +95,7 @@ def load_folder_dataset(
     if not root.is_dir():
         raise DataError(f"data root '{root}' does not exist or is not a folder")
     regex = compile_pattern(pattern)
-    junk, distractors = set(junk_pids), frozenset(distractor_pids)
+    junk, distractors = set(pid_list("junk_pids", junk_pids)), frozenset(pid_list("distractor_pids", distractor_pids))
     splits = {}
     for split, sub in (("train", train_dir), ("query", query_dir), ("gallery", gallery_dir)):
         records = [r for r in scan_split(root / sub, regex, camid_base) if r.pid not in junk]

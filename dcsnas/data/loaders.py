@@ -1,9 +1,17 @@
-"""Torch datasets and data loaders over :class:`~dcsnas.data.base.ImageRecord` lists."""
+"""Torch datasets and data loaders over :class:`~dcsnas.data.base.ImageRecord` lists.
+
+Exact repeatability with worker processes: the training loader starts fresh workers every epoch (no
+persistent workers, whose random state would run on across epochs and restart on ``--resume``) and seeds
+them from its own generator, reseeded from ``(seed, epoch)`` at each epoch: worker ``w`` of epoch ``e``
+draws its augmentations from a stream that is a function of ``(seed, e, w)`` only. Loaders never draw from
+the global torch generator, so evaluating more or less often does not change the training.
+"""
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -29,22 +37,41 @@ class ImageDataset(Dataset):
         try:
             with Image.open(record.path) as img:
                 image = img.convert("RGB")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # missing, truncated or not an image (PIL raises both)
             raise DataError(f"cannot read image '{record.path}': {exc}") from None
         return self.transform(image), record.pid, record.camid, index
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed that is a function of ``(seed, epoch)`` (NumPy's SeedSequence mixes the pair)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class TrainLoader(DataLoader):
+    """A P×K loader whose workers' random streams are reseeded from ``(seed, epoch)`` at every epoch
+    (``epoch`` is the batch sampler's, set with ``loader.batch_sampler.set_epoch(e)``)."""
+
+    def __init__(self, dataset: Dataset, batch_sampler: IdentityBatchSampler, num_workers: int, seed: int):
+        super().__init__(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                         worker_init_fn=worker_init_fn, pin_memory=torch.cuda.is_available(),
+                         generator=torch.Generator())
+        self.seed = seed
+
+    def __iter__(self):
+        self.generator.manual_seed(epoch_seed(self.seed, self.batch_sampler.epoch))
+        return super().__iter__()
+
+
 def build_train_loader(records: Sequence[ImageRecord], transform: Callable, p: int, k: int, num_workers: int = 0,
-                       seed: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
+                       seed: int = 0, rank: int = 0, world_size: int = 1) -> TrainLoader:
     """P×K batches (per rank) of training images; call ``loader.batch_sampler.set_epoch(e)`` each epoch."""
     sampler = IdentityBatchSampler([r.pid for r in records], p, k, seed=seed, rank=rank, world_size=world_size)
-    return DataLoader(ImageDataset(records, transform), batch_sampler=sampler, num_workers=num_workers,
-                      worker_init_fn=worker_init_fn, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=num_workers > 0)
+    return TrainLoader(ImageDataset(records, transform), sampler, num_workers, seed + 1_000_003 * rank)
 
 
 def build_test_loader(records: Sequence[ImageRecord], transform: Callable, batch_size: int = 128,
                       num_workers: int = 0) -> DataLoader:
-    """Images in record order, for feature extraction."""
+    """Images in record order, for feature extraction (its own generator: the global one is not drawn)."""
     return DataLoader(ImageDataset(records, transform), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, pin_memory=torch.cuda.is_available())
+                      num_workers=num_workers, worker_init_fn=worker_init_fn, pin_memory=torch.cuda.is_available(),
+                      generator=torch.Generator().manual_seed(0))

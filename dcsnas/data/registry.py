@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,11 +14,23 @@ from dcsnas.data.dukemtmcreid import load_dukemtmcreid
 from dcsnas.data.folder import load_folder_dataset
 from dcsnas.data.market1501 import load_market1501
 from dcsnas.data.msmt17 import load_msmt17
-from dcsnas.errors import ConfigError
+from dcsnas.data.synthetic import META_NAME
+from dcsnas.errors import ConfigError, DataError
 
 
 def load_synthetic(root: str | Path) -> ReIDDataset:
-    """The synthetic data set written by ``dcsnas data synth`` (Market-1501 layout and naming)."""
+    """The synthetic data set written by ``dcsnas data synth`` (Market-1501 layout and naming); one whose
+    ``synth_meta.json`` says it is not complete (a stopped ``data synth``) is refused."""
+    meta = Path(root) / META_NAME
+    if meta.is_file():
+        try:
+            complete = json.loads(meta.read_text()).get("complete") is True
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            raise DataError(f"synthetic data set '{root}': {META_NAME} is not valid JSON") from None
+        if not complete:
+            raise DataError(f"synthetic data set '{root}' is incomplete ({META_NAME} says complete: false: its "
+                            "`dcsnas data synth` was stopped); generate it again with dcsnas data synth --out "
+                            f"{root}")
     return load_folder_dataset("synthetic", root)
 
 

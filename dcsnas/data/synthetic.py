@@ -17,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dcsnas.data import synthetic_render as render
+import dcsnas.data.synthetic_render as render
 from dcsnas.engine.logging import progress
 from dcsnas.errors import DataError
 from dcsnas.utils.io import atomic_write_json
@@ -307,6 +308,8 @@ _worker_state: dict = {}
 
 
 def _init_worker(cameras: list[render.CameraStyle], out: str) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: no traceback per worker
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _worker_state.update(cameras=cameras, out=Path(out))
 
 

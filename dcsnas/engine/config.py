@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from dcsnas.data.config import DataConfig
 from dcsnas.engine.evaluator import EvalConfig
 from dcsnas.engine.optim import OptimConfig
+from dcsnas.errors import ConfigError
 from dcsnas.losses.criterion import LossConfig
 from dcsnas.models.builder import ModelConfig
 
@@ -16,7 +18,8 @@ from dcsnas.models.builder import ModelConfig
 class ScheduleConfig:
     """Per-epoch schedules. DCS gate temperature τ: exponential from ``dcs_tau_start`` to ``dcs_tau_end``
     over training. PCB-RPP (seed 001 §4.2, Sun et al.): from ``rpp_start_epoch`` (-1: never) the PCB head
-    pools with refined part pooling; for its first ``rpp_classifier_epochs`` only the part classifier trains."""
+    pools with refined part pooling; for its first ``rpp_classifier_epochs`` only the part classifier trains.
+    RPP needs ``model.head: pcb`` (any other head is a config error)."""
 
     dcs_tau_start: float = 1.0
     dcs_tau_end: float = 0.1
@@ -24,10 +27,34 @@ class ScheduleConfig:
     rpp_classifier_epochs: int = 10
 
 
+def check_run_settings(cfg: "RunConfig") -> None:
+    """Range checks of the runtime and optimizer keys, as :class:`ConfigError` naming the key."""
+    optim = cfg.optim
+    for key, value in (("optim.lr", optim.lr), ("optim.weight_decay", optim.weight_decay),
+                       ("optim.momentum", optim.momentum), ("optim.backbone_lr_mult", optim.backbone_lr_mult),
+                       ("optim.warmup_factor", optim.warmup_factor), ("optim.gamma", optim.gamma)):
+        if not math.isfinite(value) or value < 0 or (key == "optim.lr" and value == 0):
+            raise ConfigError(f"config key '{key}' = {value}: expected a finite number "
+                              f"{'> 0' if key == 'optim.lr' else '>= 0'}")
+    if optim.warmup_epochs < 0:
+        raise ConfigError(f"config key 'optim.warmup_epochs' = {optim.warmup_epochs}: expected an int >= 0")
+    if any(m < 0 for m in optim.milestones):
+        raise ConfigError(f"config key 'optim.milestones' = {optim.milestones}: expected epochs >= 0")
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"config key 'seed' = {cfg.seed}: expected an int in [0, 2**32)")
+    if cfg.log_every < 1:
+        raise ConfigError(f"config key 'log_every' = {cfg.log_every}: expected an int >= 1 (steps between "
+                          "TensorBoard points)")
+    if cfg.threads < 0:
+        raise ConfigError(f"config key 'threads' = {cfg.threads}: expected an int >= 0 (0: torch's default)")
+
+
 @dataclass
 class RunConfig:
     """What every training-like run has (``train``, ``retrain``, ``search``): the runtime settings, data,
-    losses, optimizer, evaluation and schedules."""
+    losses, optimizer, evaluation and schedules. ``threads`` > 0 sets torch's CPU threads (0: torch's
+    default, the machine's cores): CPU results are bit-identical only at the same thread count, so configs
+    whose figures are quoted (the demo's) fix it."""
 
     seed: int = 0
     device: str = "auto"
@@ -35,11 +62,19 @@ class RunConfig:
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     channels_last: bool = True
     log_every: int = 20
+    threads: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def __post_init__(self) -> None:
+        check_run_settings(self)
+        start = self.loss.ib_start_epoch(self.optim.epochs)
+        if self.loss.ib_weight > 0 and start >= self.optim.epochs:
+            raise ConfigError(f"loss.ib_warmup_epochs = {start} is not before optim.epochs = {self.optim.epochs}: "
+                              "the IB term would never be on; lower it or set loss.ib_weight: 0")
 
 
 @dataclass
@@ -47,3 +82,14 @@ class TrainConfig(RunConfig):
     """The config of ``dcsnas train`` and ``dcsnas retrain``: a run config plus the model."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        rpp = self.schedule.rpp_start_epoch >= 0
+        if rpp and self.model.head != "pcb":
+            raise ConfigError(f"schedule.rpp_start_epoch = {self.schedule.rpp_start_epoch} needs model.head: pcb "
+                              f"(refined part pooling is a PCB head's), got model.head = {self.model.head!r}; "
+                              "set schedule.rpp_start_epoch: -1")
+        if rpp and self.schedule.rpp_start_epoch >= self.optim.epochs:
+            raise ConfigError(f"schedule.rpp_start_epoch = {self.schedule.rpp_start_epoch} is not before "
+                              f"optim.epochs = {self.optim.epochs}: refined part pooling would never train")

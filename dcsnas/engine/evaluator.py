@@ -20,7 +20,9 @@ class EvalConfig:
     """The ``eval`` config section. ``every``: evaluate on the test split every N epochs (0: at the end
     only); the test split is reported, never used to select a checkpoint. ``val_identities`` > 0 carves a
     validation query/gallery split from that many training identities, and ``best.pt`` is chosen on it.
-    ``before_training`` also evaluates the untrained model (the run's chance-level reference)."""
+    ``before_training`` also evaluates the untrained model (the run's chance-level reference).
+    ``protocol``: ``market`` (Market-1501 style, every data set's default) or ``cuhk03`` (the classic
+    CUHK03 single-gallery-shot protocol, random gallery draws seeded by ``protocol_seed``)."""
 
     every: int = 10
     before_training: bool = False
@@ -29,6 +31,8 @@ class EvalConfig:
     metric: Literal["euclidean", "cosine"] = "euclidean"
     max_rank: int = 50
     val_identities: int = 0
+    protocol: Literal["market", "cuhk03"] = "market"
+    protocol_seed: int = 0
 
 
 @torch.no_grad()
@@ -65,7 +69,7 @@ def evaluate_model(model: nn.Module, query: Sequence[ImageRecord], gallery: Sequ
     arrays = [np.asarray([getattr(r, key) for r in recs]) for key in ("pid", "camid") for recs in (query, gallery)]
     q_pids, g_pids, q_camids, g_camids = arrays
     result = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, metric=cfg.metric, rerank=cfg.rerank,
-                               max_rank=cfg.max_rank)
+                               max_rank=cfg.max_rank, protocol=cfg.protocol, seed=cfg.protocol_seed)
     return summarize(result)
 
 
@@ -103,5 +107,6 @@ def extract_run_features(run_path, checkpoint: str = "last", flip: bool | None =
                        f"{prefix}_camids": np.asarray([r.camid for r in records]),
                        f"{prefix}_paths": np.asarray([r.path for r in records])})
     info = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state["epoch"] + 1, "dataset": dataset.name,
-            "flip": flip, "metric": cfg.eval.metric, "rerank": cfg.eval.rerank}
+            "flip": flip, "metric": cfg.eval.metric, "rerank": cfg.eval.rerank,
+            "protocol": cfg.eval.protocol, "protocol_seed": cfg.eval.protocol_seed, "max_rank": cfg.eval.max_rank}
     return arrays, info

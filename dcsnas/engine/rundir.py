@@ -1,12 +1,21 @@
 """Run directories: every command that produces results writes them into one folder.
 
 Layout: ``config.yaml`` (the resolved config), ``metrics.json``, ``tb/`` (TensorBoard events),
-``checkpoints/`` and, for searches, ``arch.json``.
+``checkpoints/``, for searches ``arch.json``, and ``.lock`` while a process writes into it.
+
+Safety: a run directory that holds anything is never overwritten silently (:func:`create_run_dir` refuses
+it unless ``force``, which moves the old content aside); the lock file holds the writer's host and PID for
+the life of the process, so a second process on the same directory is refused naming the holder, and a
+lock whose process is gone is taken over with a warning (:func:`lock_run_dir`).
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +25,9 @@ import yaml
 from dcsnas.config import save_config, to_dict
 from dcsnas.errors import ConfigError
 from dcsnas.utils.io import atomic_write_json
+
+LOCK_NAME = ".lock"
+_HELD: set[Path] = set()  # run directories whose lock this process holds
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,10 @@ class RunDir:
     def arch(self) -> Path:
         return self.path / "arch.json"
 
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK_NAME
+
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         atomic_write_json(self.metrics, metrics)
 
@@ -51,13 +67,106 @@ class RunDir:
         """The resolved config stored in this run directory, as a plain mapping."""
         if not self.config.is_file():
             raise ConfigError(f"'{self.path}' is not a run directory: {self.config.name} is missing")
-        return yaml.safe_load(self.config.read_text()) or {}
+        try:
+            data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"run directory '{self.path}': {self.config.name} is not valid YAML "
+                              f"({' '.join(str(exc).split())})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"run directory '{self.path}': {self.config.name} does not hold a config mapping")
+        return data
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete the temporary files of atomic writes a killed process left (``.<name>.*.tmp``); call it
+        while holding the lock, so no live writer owns them. Returns the removed paths."""
+        removed = []
+        for folder in (self.path, self.checkpoints):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+        return removed
 
 
-def create_run_dir(out: str | Path | None, command: str, cfg: Any, root: str | Path = "runs") -> RunDir:
-    """Create (or reuse, when given explicitly) a run directory and save the resolved config in it.
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
 
-    ``out=None`` makes ``<root>/<command>-<YYYYmmdd-HHMMSS>``; a name that exists gets a numeric suffix.
+
+def _release(path: Path) -> None:
+    lock = path / LOCK_NAME
+    try:
+        if lock.read_text().split() == [socket.gethostname(), str(os.getpid())]:
+            lock.unlink()
+    except OSError:
+        pass
+    _HELD.discard(path)
+
+
+def lock_run_dir(run: RunDir) -> None:
+    """Hold ``run``'s lock until :func:`unlock_run_dir` or the end of this process (re-entrant within one
+    process). A lock of a live process is a :class:`ConfigError` naming its PID; a stale one is taken over."""
+    path = run.path.resolve()
+    if path in _HELD:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}\n"
+    for _ in range(2):
+        try:
+            fd = os.open(path / LOCK_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                host, pid = (path / LOCK_NAME).read_text().split()[:2]
+                pid_number = int(pid)
+            except (OSError, ValueError):
+                host, pid_number = "", -1
+            if host == socket.gethostname() and pid_number == os.getpid():
+                break
+            if host != socket.gethostname() and host:
+                raise ConfigError(f"run directory '{run.path}' is in use by process {pid} on host {host} (lock file "
+                                  f"{path / LOCK_NAME}); wait for it, or delete the lock file if that process is gone")
+            if pid_number > 0 and _pid_alive(pid_number):
+                raise ConfigError(f"run directory '{run.path}' is in use by process {pid_number} (lock file "
+                                  f"{path / LOCK_NAME}); wait for it to finish or use another --out")
+            warnings.warn(f"run directory '{run.path}': taking over the stale lock of process "
+                          f"{pid_number if pid_number > 0 else '?'}, which is no longer running")
+            (path / LOCK_NAME).unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        break
+    else:
+        raise ConfigError(f"run directory '{run.path}': another process took its lock at the same time; retry")
+    _HELD.add(path)
+
+
+def unlock_run_dir(run: RunDir) -> None:
+    """Release ``run``'s lock if this process holds it."""
+    _release(run.path.resolve())
+
+
+@atexit.register
+def _release_all() -> None:
+    for path in list(_HELD):
+        _release(path)
+
+
+def _contents(path: Path) -> list[Path]:
+    return [p for p in path.iterdir() if p.name != LOCK_NAME] if path.is_dir() else []
+
+
+def create_run_dir(out: str | Path | None, command: str, cfg: Any, root: str | Path = "runs",
+                   force: bool = False) -> RunDir:
+    """Create a run directory, lock it and save the resolved config in it.
+
+    ``out=None`` makes ``<root>/<command>-<YYYYmmdd-HHMMSS>``; a name that exists gets a numeric suffix. An
+    explicit ``out`` that holds anything is refused, unless ``force``: its content is then moved aside to
+    ``<out>.replaced-<YYYYmmdd-HHMMSS>`` (said in one warning line).
     """
     if out is None:
         base = Path(root) / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -66,8 +175,22 @@ def create_run_dir(out: str | Path | None, command: str, cfg: Any, root: str | P
             path, i = Path(f"{base}-{i}"), i + 1
     else:
         path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--out '{path}' is a file, not a folder")
     run = RunDir(path)
+    lock_run_dir(run)
+    if _contents(path):
+        if not force:
+            unlock_run_dir(run)
+            raise ConfigError(f"--out '{path}' already holds a run (or other files); continue it with --resume, "
+                              "start it over with --force (the old content is moved aside), or choose another --out")
+        aside, i = Path(f"{path}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"), 1
+        while aside.exists():
+            aside, i = Path(f"{path}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{i}"), i + 1
+        aside.mkdir(parents=True)
+        for item in _contents(path):
+            item.rename(aside / item.name)
+        warnings.warn(f"--force: moved the previous content of '{path}' to '{aside}'")
     save_config(cfg, run.config)
     return run
 

@@ -6,7 +6,9 @@ evaluation, and an atomic checkpoint at the end of every epoch from which ``--re
 from __future__ import annotations
 
 import math
+import sys
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -18,14 +20,15 @@ from dcsnas.data.loaders import build_train_loader
 from dcsnas.data.transforms import build_transforms
 from dcsnas.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint, set_rng_state
 from dcsnas.engine.config import TrainConfig
-from dcsnas.engine.distributed import all_reduce_mean, barrier, init_distributed
+from dcsnas.engine.distributed import all_reduce_mean, barrier, broadcast_tensors, gather_strided, init_distributed
 from dcsnas.engine.evaluator import evaluate_model
 from dcsnas.engine.logging import RunLogger, progress
 from dcsnas.engine.optim import build_optimizer, build_scheduler
-from dcsnas.engine.rundir import RunDir, same_config
+from dcsnas.engine.rundir import RunDir, lock_run_dir, same_config
 from dcsnas.errors import ConfigError
 from dcsnas.losses.criterion import ReIDCriterion
 from dcsnas.models.builder import create_model
+from dcsnas.utils.io import atomic_write_bytes
 from dcsnas.utils.seed import seed_everything
 
 
@@ -69,6 +72,14 @@ class Trainer:
         self.device = device
         self.cuda = device.type == "cuda"
         self.show_progress = show_progress and self.dist.is_main
+        if self.dist.is_main:  # one writer per run directory; leftovers of a killed write are removed
+            lock_run_dir(run)
+            stale = run.remove_stale_temp_files()
+            if stale:
+                warnings.warn(f"removed {len(stale)} temporary file(s) of an interrupted write in '{run.path}' "
+                              f"(e.g. {stale[0].name})")
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
 
         self.dataset = cfg.data.load()
@@ -90,11 +101,7 @@ class Trainer:
                                  if self.criterion.center is not None else None)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.ib = self._build_ib() if cfg.loss.ib_weight > 0 else None
-        self.train_model = self.model
-        if self.dist.enabled:
-            self.train_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if self.cuda else None,
-                find_unused_parameters=cfg.model.head == "pcb" or bool(cfg.loss.ib_weight))
+        self.train_model = self.wrap_ddp() if self.dist.enabled else self.model
         self.train_transform = build_transforms(cfg.data.transforms, True)
         self.train_loader = self.build_loader(self.train_records, cfg.seed, self.train_split_name)
         self.test_transform = build_transforms(cfg.data.transforms, False)
@@ -102,7 +109,7 @@ class Trainer:
         self.start_epoch, self.elapsed, self.history, self.best, self.untrained = 0, 0.0, [], None, None
 
     # ----------------------------------------------------------------------------------------- building
-    # Subclasses (the architecture search) override these four to train another model on other splits.
+    # Subclasses (the architecture search) override these to train another model on other splits.
     def init_distributed(self, device: torch.device):
         """The process group under ``torchrun`` (a single process otherwise)."""
         return init_distributed(device)
@@ -117,6 +124,12 @@ class Trainer:
     def weights(self) -> nn.Module:
         """The module whose parameters the optimizer trains."""
         return self.model
+
+    def wrap_ddp(self) -> nn.Module:
+        """Under DDP, the module the weight steps call: ``self.model`` in DistributedDataParallel."""
+        return nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.cuda else None,
+            find_unused_parameters=self.cfg.model.head == "pcb" or bool(self.cfg.loss.ib_weight))
 
     def build_loader(self, records: list, seed: int, split: str):
         """A P×K loader (this rank's share) over ``records``; an error when P×K yields no batch."""
@@ -134,10 +147,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- state
     def _build_ib(self):
+        """The IB bound of DESIGN §4: k = ``loss.ib_clusters`` (default: the training identities) for F and X."""
         from dcsnas.losses import InformationBottleneck
 
         k = self.cfg.loss.ib_clusters or self.num_classes
-        return InformationBottleneck(num_feature_clusters=k, num_input_clusters=k).to(self.device)
+        return InformationBottleneck(num_feature_clusters=k, num_input_clusters=k, seed=self.cfg.seed,
+                                     ixf=self.cfg.loss.ib_ixf).to(self.device)
 
     def state(self, epoch: int) -> dict[str, Any]:
         return {
@@ -147,15 +162,27 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "ib": self.ib.state_dict() if self.ib is not None else None,
             "elapsed": self.elapsed, "history": self.history, "best": self.best, "untrained": self.untrained,
             "config": to_dict(self.cfg),
-            "num_classes": self.num_classes,
+            "num_classes": self.num_classes, "threads": torch.get_num_threads(),
         }
 
     def resume(self) -> None:
-        """Continue from ``checkpoints/last.pt``: the config must match the saved one (except optim.epochs)."""
-        changed = same_config(self.cfg, self.run, ignore=("optim.epochs", "device"))
+        """Continue from ``checkpoints/last.pt``: the config must match the saved one (except optim.epochs,
+        device and threads). ``optim.epochs`` may grow (training continues to the new end) but not drop
+        below the epochs already trained (an error: the history and metrics would describe a longer run).
+        A missing or stale ``best.pt`` is rebuilt from ``last.pt`` when that is the best epoch."""
+        changed = same_config(self.cfg, self.run, ignore=("optim.epochs", "device", "threads"))
         if changed:
             raise ConfigError(f"--resume: the config differs from the run's saved config in {', '.join(changed)}")
-        ckpt = load_checkpoint(self.run.checkpoints / "last.pt")
+        last = self.run.checkpoints / "last.pt"
+        if not last.is_file():
+            raise ConfigError(f"--resume: '{self.run.path}' has no checkpoint yet ({last} is missing): the run "
+                              "stopped before its first epoch ended; start it over with --force")
+        ckpt = load_checkpoint(last)
+        done, epochs = ckpt["epoch"] + 1, self.cfg.optim.epochs
+        if done > epochs:
+            raise ConfigError(f"--resume: the run in '{self.run.path}' has already trained {done} epochs, more than "
+                              f"optim.epochs = {epochs}; resume with optim.epochs >= {done}, or evaluate it with "
+                              f"dcsnas eval --run {self.run.path}")
         load_model_state(self.model, ckpt["model"], str(self.run.checkpoints / "last.pt"))
         self.criterion.load_state_dict(ckpt["criterion"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -169,6 +196,34 @@ class Trainer:
         self.elapsed, self.history, self.best = ckpt["elapsed"], ckpt["history"], ckpt["best"]
         self.untrained = ckpt["untrained"]
         set_rng_state(ckpt["rng"])
+        if self.dist.is_main:
+            left = f"continuing with epoch {done + 1} of {epochs}" if done < epochs else "no epoch left to train"
+            print(f"dcsnas: resuming '{self.run.path}' from the checkpoint of epoch {done} ({left})", file=sys.stderr)
+            if ckpt.get("threads", torch.get_num_threads()) != torch.get_num_threads() and not self.cuda:
+                warnings.warn(f"the run trained with {ckpt['threads']} CPU threads and resumes with "
+                              f"{torch.get_num_threads()}: it will not be bit-identical to an uninterrupted run "
+                              f"(set threads: {ckpt['threads']})")
+            self._repair_best(done)
+
+    def _repair_best(self, done: int) -> None:
+        """Make ``best.pt`` the checkpoint of ``self.best["epoch"]``: rebuilt from ``last.pt`` when that is the
+        best epoch (a kill between the two writes of older versions); otherwise a warning."""
+        if self.best is None:
+            return
+        best, last = self.run.checkpoints / "best.pt", self.run.checkpoints / "last.pt"
+        wanted = self.best["epoch"]
+        found = load_checkpoint(best)["epoch"] + 1 if best.is_file() else None
+        if found == wanted:
+            return
+        state = "is missing" if found is None else f"holds epoch {found}"
+        if wanted == done:
+            atomic_write_bytes(best, last.read_bytes())
+            print(f"dcsnas: {best} {state}; rebuilt it from last.pt (epoch {done}, the best on validation)",
+                  file=sys.stderr)
+        else:
+            warnings.warn(f"{best} {state} instead of the best validation epoch {wanted}, and last.pt (epoch "
+                          f"{done}) cannot replace it; best_val in metrics.json names an epoch without checkpoint "
+                          "until a better epoch is saved")
 
     # ----------------------------------------------------------------------------------------- epochs
     def begin_epoch(self, epoch: int) -> None:
@@ -182,9 +237,13 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     if group["name"] != "part_classifier":
                         group["lr"] = 0.0
-        if self.ib is not None and epoch >= cfg.loss.ib_warmup_epochs:
+        if self.ib_active(epoch):
             self.refresh_ib()
         self.train_loader.batch_sampler.set_epoch(epoch)
+
+    def ib_active(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) trains with the IB term (its warm-up is over)."""
+        return self.ib is not None and epoch >= self.cfg.loss.ib_start_epoch(self.cfg.optim.epochs)
 
     def ib_input(self, images: torch.Tensor) -> torch.Tensor:
         """The IB bound's X: the input image average-pooled to ``loss.ib_input_size`` and flattened."""
@@ -192,13 +251,17 @@ class Trainer:
 
     @torch.no_grad()
     def refresh_ib(self) -> None:
-        """Recompute the IB centroids and Q(a|y) on the training split (eval transforms, no gradient)."""
+        """Recompute the IB's F centroids and Q(a|y) (and, the first time, X's centroids) on the training split:
+        eval transforms, BN in eval mode, no gradient. Under DDP each rank embeds every world_size-th image,
+        the features are all-gathered in the split's order, rank 0 clusters them and broadcasts the result,
+        so every rank holds the same centroids and Q."""
         from dcsnas.data.loaders import build_test_loader
 
         features, inputs, labels = [], [], []
         was_training = self.model.training
         self.model.eval()
-        loader = build_test_loader(self.train_records, self.test_transform, self.cfg.data.test_batch_size,
+        shard = self.train_records[self.dist.rank::self.dist.world_size]
+        loader = build_test_loader(shard, self.test_transform, self.cfg.data.test_batch_size,
                                    self.cfg.data.num_workers)
         for images, pids, _, _ in progress(loader, "IB refresh", enabled=self.show_progress):
             images = images.to(self.device)
@@ -208,7 +271,11 @@ class Trainer:
             inputs.append(self.ib_input(images))
             labels.append(pids.to(self.device))
         self.model.train(was_training)
-        self.ib.refresh(torch.cat(features), torch.cat(inputs), torch.cat(labels), self.num_classes)
+        gathered = [gather_strided(torch.cat(t), self.dist) for t in (features, inputs, labels)]
+        if self.dist.is_main:
+            self.ib.refresh(*gathered, self.num_classes)
+        state = broadcast_tensors(self.ib.state_dict() if self.dist.is_main else None, self.dist, self.device)
+        self.ib.load_state_dict(state)
 
     def loss_terms(self, images: torch.Tensor, pids: torch.Tensor, criterion: ReIDCriterion,
                    ib_on: bool) -> dict[str, torch.Tensor]:
@@ -226,7 +293,8 @@ class Trainer:
             terms["ib"] = self.cfg.loss.ib_weight * ib["total"]
             terms["total"] = terms["total"] + terms["ib"]
         if not torch.isfinite(terms["total"]):
-            raise FloatingPointError(f"the loss is {terms['total'].item()}; lower optim.lr or switch amp off")
+            raise ConfigError(f"training diverged: the loss is {terms['total'].item()} (optim.lr = "
+                              f"{self.cfg.optim.lr}); lower optim.lr or switch amp off")
         return terms
 
     def train_step(self, images: torch.Tensor, pids: torch.Tensor, ib_on: bool) -> dict[str, torch.Tensor]:
@@ -247,7 +315,7 @@ class Trainer:
         self.train_model.train()
         sums: dict[str, float] = {}
         steps = len(self.train_loader)
-        ib_on = self.ib is not None and epoch >= cfg.loss.ib_warmup_epochs
+        ib_on = self.ib_active(epoch)
         bar = progress(self.train_loader, f"epoch {epoch + 1}/{cfg.optim.epochs}", enabled=self.show_progress)
         for step, (images, pids, _, _) in enumerate(bar):
             values = {k: float(v.detach()) for k, v in self.train_step(images, pids, ib_on).items()}
@@ -314,16 +382,16 @@ class Trainer:
                 if improved:
                     self.best = {"epoch": epoch + 1, **_scalars(record["val"])}
                 state = self.state(epoch)
-                save_checkpoint(self.run.checkpoints / "last.pt", **state)
-                if improved:
+                if improved:  # best.pt first: last.pt never records a best epoch whose checkpoint is missing
                     save_checkpoint(self.run.checkpoints / "best.pt", **state)
+                save_checkpoint(self.run.checkpoints / "last.pt", **state)
                 self.logger.flush()
             barrier(self.dist)
         metrics = {}
         if self.dist.is_main:
             if last_test is None:  # resumed after the last epoch: evaluate the final weights
                 last_test = self.evaluate("test")
-            metrics = {"dataset": self.dataset.name, "protocol": "market", "epochs": epochs, "num_classes": self.num_classes,
+            metrics = {"dataset": self.dataset.name, "protocol": cfg.eval.protocol, "epochs": epochs, "num_classes": self.num_classes,
                 "train_time_s": self.elapsed, "test": last_test, "untrained_test": self.untrained, "best_val": self.best,
                 "history": self.history}
             self.run.write_metrics(metrics)

@@ -20,9 +20,20 @@ from dcsnas.models.backbones import BACKBONES, Backbone
 from dcsnas.models.heads import HEADS
 
 
+# Options of the attention modules that a model config may not set: ``return_attention`` makes a module
+# return (output, map), which a network cannot chain (the maps are read by calling the module with
+# ``return_attention=True``, e.g. ``dcsnas bench``); ``keep_output`` is set by ``deep_supervision``.
+RESERVED_ATTENTION_OPTIONS = {
+    "return_attention": "a model's attention returns its output only; call the module with return_attention=True "
+                        "to read the maps",
+    "keep_output": "it is internal; set deep_supervision: true on the placement instead",
+}
+
+
 @dataclass
 class AttentionPlacement:
-    """An attention module (any :func:`dcsnas.attention.create_attention` spec) after backbone stage ``stage``."""
+    """An attention module (any :func:`dcsnas.attention.create_attention` spec) after backbone stage ``stage``;
+    the options ``return_attention`` and ``keep_output`` are refused (see ``RESERVED_ATTENTION_OPTIONS``)."""
 
     stage: str
     name: str = "csalr"
@@ -112,6 +123,10 @@ def create_model(cfg: ModelConfig, num_classes: int) -> ReIDModel:
                               f"allowed: {', '.join(backbone.stage_channels)}")
         if place.stage in attentions:
             raise ConfigError(f"model.attention[{i}].stage = {place.stage!r}: the stage already has an attention")
+        for key, why in RESERVED_ATTENTION_OPTIONS.items():
+            if key in place.options:
+                raise ConfigError(f"model.attention[{i}].options.{key} = {place.options[key]!r} is not a model "
+                                  f"option: {why}")
         channels = backbone.stage_channels[place.stage]
         options = {**place.options, "keep_output": True} if place.deep_supervision else place.options
         attentions[place.stage] = create_attention(place.name, channels, **options)

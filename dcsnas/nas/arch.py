@@ -16,15 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from dcsnas.config import from_dict, to_dict
+from dcsnas.config import config_hash, from_dict, read_yaml, to_dict
 from dcsnas.errors import ConfigError
 from dcsnas.models.blocks import SKIP, parse_op, skip_allowed
 from dcsnas.nas.cost import CostModel
-from dcsnas.nas.space import CONV_HEAD, RESNET50_CHANNELS, RESNET50_STAGES, STEM, MobileNetV2Space, SearchSpace
+from dcsnas.nas.space import (CONV_HEAD, RESNET50_CHANNELS, RESNET50_STAGES, STEM, AttentionCandidate,
+                              MobileNetV2Space, SearchSpace, parse_space)
 from dcsnas.utils.io import atomic_write_json, read_json
 
 ARCH_FORMAT = "dcsnas-arch"
 ARCH_VERSION = 1
+SPACE_FILE = "space.yaml"  # the copy of its space a search keeps beside its arch.json
+# The widest channel count an arch.json may ask for (stage widths, stem, head conv): twice ResNet-50's widest
+# stage. It keeps a mistyped width (100000 would allocate hundreds of GB) a config error.
+MAX_WIDTH = 4096
 
 
 @dataclass
@@ -48,8 +53,9 @@ class ArchStage:
     def __post_init__(self) -> None:
         if self.name in (STEM, CONV_HEAD) or not self.name.isidentifier():
             raise ValueError(f"stage name {self.name!r} is not allowed")
-        if self.stride not in (1, 2) or self.width < 1 or not self.ops:
-            raise ValueError("expected stride 1 or 2, width >= 1 and at least one op")
+        if self.stride not in (1, 2) or not 1 <= self.width <= MAX_WIDTH or not self.ops:
+            raise ValueError(f"stage {self.name!r}: expected stride 1 or 2, width in [1, {MAX_WIDTH}] and at least "
+                             f"one op, got stride {self.stride}, width {self.width}")
         for op in self.ops:
             parse_op(op)
 
@@ -91,6 +97,9 @@ class MobileNetV2Arch(_ArchBase):
         super().__post_init__()
         if not self.stages:
             raise ValueError("stages is empty")
+        if not (1 <= self.stem_channels <= MAX_WIDTH and 1 <= self.head_channels <= MAX_WIDTH):
+            raise ValueError(f"stem_channels = {self.stem_channels}, head_channels = {self.head_channels}; "
+                             f"expected channel counts in [1, {MAX_WIDTH}]")
         width = self.stem_channels
         for i, stage in enumerate(self.stages):
             for b, op in enumerate(stage.ops):
@@ -154,9 +163,44 @@ def _check_attentions(arch: Arch, source: str) -> None:
                                   f"{widths[stage.name]} channels): {exc}") from None
 
 
+def check_in_space(arch: Arch, space: SearchSpace, source: str) -> None:
+    """Refuse an architecture that is not one of ``space``: another space (``search.space_hash``), or a
+    width, op or attention that is not an option of its choice (a hand-edited arch.json)."""
+    stored = arch.search.get("space_hash")
+    if stored != config_hash(space):
+        raise ConfigError(f"arch '{source}' was not derived from the space beside it: search.space_hash = "
+                          f"{stored!r}, the space's hash is {config_hash(space)!r}")
+    if len(arch.stages) != len(space.stages) or isinstance(arch, MobileNetV2Arch) != isinstance(space, MobileNetV2Space):
+        raise ConfigError(f"arch '{source}': its stages do not match those of the space '{space.name}'")
+    taken: dict[str, Any] = {f"{STEM}/width": arch.stem_channels} if isinstance(arch, MobileNetV2Arch) else {}
+    for stage in arch.stages:
+        taken[f"{stage.name}/attention"] = stage.attention
+        if isinstance(stage, ArchStage):
+            taken[f"{stage.name}/width"] = stage.width
+            taken.update({f"{stage.name}/{b}/op": op for b, op in enumerate(stage.ops)})
+
+    def same(option: Any, value: Any) -> bool:
+        if isinstance(option, AttentionCandidate) or isinstance(value, ArchAttention):
+            return (option is None) == (value is None) and (option is None or (
+                option.name == value.name and dict(option.options) == value.options))
+        return option == value
+
+    for choice in space.choices():
+        if choice.key in taken and not any(same(o, taken[choice.key]) for o in choice.options):
+            value = taken[choice.key]
+            shown = "none" if value is None else value.name if isinstance(value, ArchAttention) else value
+            raise ConfigError(f"arch '{source}': {choice.key} = {shown!r} is not an option of the space "
+                              f"'{space.name}' (options: {', '.join(choice.labels)})")
+
+
 def load_arch(path: str | Path) -> Arch:
-    """Read and validate an arch.json file."""
-    return parse_arch(read_json(path, "arch file"), str(path))
+    """Read and validate an arch.json file; when the search's copy of its space lies beside it (a search run
+    directory), the architecture must be one of that space (:func:`check_in_space`)."""
+    arch = parse_arch(read_json(path, "arch file"), str(path))
+    space_file = Path(path).parent / SPACE_FILE
+    if space_file.is_file():
+        check_in_space(arch, parse_space(read_yaml(space_file), str(space_file)), str(path))
+    return arch
 
 
 def derive_arch(space: SearchSpace, indices: dict[str, int], costs: CostModel, search: dict[str, Any]) -> Arch:

@@ -23,9 +23,15 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """DataLoader worker seeding: each worker derives its NumPy/random seed from torch's per-worker seed."""
+    """DataLoader worker seeding: each worker derives its NumPy/random seed from torch's per-worker seed.
+    Workers ignore SIGINT and SIGTERM sent to the whole process group (Ctrl-C, ``kill -TERM -PGID``): the main
+    process handles them and shuts its workers down, so no worker prints a traceback or dies first."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
