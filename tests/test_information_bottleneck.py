@@ -44,11 +44,54 @@ def test_loss_equals_a_literal_evaluation_of_the_formula():
     assert terms["total"].item() == pytest.approx((ixf + iyf) / 3, rel=1e-5)
 
 
+def test_batch_mi_equals_a_literal_evaluation_of_the_plug_in_mutual_information():
+    ib, features_f, features_x, labels = _hand_built()
+    ib.ixf = "batch_mi"
+    terms = ib(features_f, features_x, labels)
+    phis_f = [_phi(f, ib.feature_centroids.tolist()) for f in features_f.tolist()]
+    phis_x = [_phi(x, ib.input_centroids.tolist()) for x in features_x.tolist()]
+    joint = [[sum(pf[a] * px[b] for pf, px in zip(phis_f, phis_x)) / 3 for b in range(2)] for a in range(3)]
+    p_a = [sum(joint[a][b] for b in range(2)) for a in range(3)]
+    p_b = [sum(joint[a][b] for a in range(3)) for b in range(2)]
+    mi = sum(joint[a][b] * math.log(joint[a][b] / (p_a[a] * p_b[b])) for a in range(3) for b in range(2))
+    q = ib.log_q.exp().tolist()
+    iyf = -sum(sum(pf[a] * math.log(q[y][a]) for a in range(3)) for pf, y in zip(phis_f, labels.tolist())) / 3
+    assert mi > 1e-3  # the example is not degenerate
+    assert terms["ixf"].item() == pytest.approx(mi, rel=1e-5)
+    assert terms["iyf"].item() == pytest.approx(iyf, rel=1e-5)
+    assert terms["total"].item() == pytest.approx(mi + iyf, rel=1e-5)
+
+
+def test_batch_mi_is_zero_for_independent_and_log_k_for_identical_one_hot_clusters():
+    ib = InformationBottleneck(ixf="batch_mi")
+    one_hot = torch.eye(3)
+    assert ib.batch_mutual_information(one_hot, one_hot).item() == pytest.approx(math.log(3), rel=1e-6)
+    uniform = torch.full((3, 2), 0.5)
+    assert ib.batch_mutual_information(one_hot, uniform).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_first_term_has_no_gradient_to_f_for_authors_and_some_for_batch_mi():
+    grads = {}
+    for mode in ("authors", "batch_mi"):
+        ib, features_f, features_x, labels = _hand_built()
+        ib.ixf = mode
+        features_f.requires_grad_(True)
+        ib(features_f, features_x, labels)["ixf"].backward()
+        grads[mode] = features_f.grad.norm().item()
+    assert grads["authors"] < 1e-7  # sum_a phi(F, a) = 1: the first term is -H(phi(X, .)), constant in F
+    assert grads["batch_mi"] > 1e-3
+
+
 def test_gradient_flows_to_the_features():
     ib, features_f, features_x, labels = _hand_built()
     features_f.requires_grad_(True)
     ib(features_f, features_x, labels)["total"].backward()
     assert features_f.grad.abs().sum() > 0
+
+
+def test_unknown_first_term_is_refused():
+    with pytest.raises(ValueError, match="ixf must be one of authors, batch_mi"):
+        InformationBottleneck(ixf="mine")
 
 
 def _clustered(seed=0):

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
+from dcsnas.config import from_dict
+from dcsnas.engine.config import TrainConfig
+from dcsnas.errors import ConfigError
 from dcsnas.losses.center import CenterLoss
 from dcsnas.losses.criterion import LossConfig, ReIDCriterion
 from dcsnas.losses.triplet import TripletLoss
@@ -62,3 +66,32 @@ def test_criterion_returns_every_weighted_term():
 def test_triplet_without_negatives_is_zero():
     feats = torch.randn(4, 3, requires_grad=True)
     assert TripletLoss()(feats, torch.zeros(4, dtype=torch.long)).item() == 0.0
+
+
+@pytest.mark.parametrize("loss, epochs, start", [
+    ({}, 120, 36),                                   # the authors' default: 30 % of the epochs
+    ({}, 10, 3),
+    ({}, 2, 0),
+    ({"ib_warmup_ratio": 0.5}, 9, 4),                # floor(0.5 * 9)
+    ({"ib_warmup_epochs": 5}, 120, 5),               # an epoch count, when given, is used as is
+    ({"ib_warmup_epochs": 0}, 120, 0),
+])
+def test_ib_warm_up_from_epochs_or_ratio(loss, epochs, start):
+    assert LossConfig(**loss).ib_start_epoch(epochs) == start
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"loss": {"ib_warmup_epochs": 3, "ib_warmup_ratio": 0.3}}, "set ib_warmup_epochs \\(3\\) or ib_warmup_ratio"),
+    ({"loss": {"ib_warmup_ratio": 1.0}}, "ib_warmup_ratio must be in \\[0, 1\\), got 1.0"),
+    ({"loss": {"ib_warmup_epochs": -1}}, "ib_warmup_epochs must be >= 0"),
+    ({"loss": {"ib_ixf": "mine"}}, "config key 'loss.ib_ixf': expected one of 'authors', 'batch_mi'"),
+    ({"loss": {"ib_weight": 0.1, "ib_warmup_epochs": 4}, "optim": {"epochs": 4}},
+     "loss.ib_warmup_epochs = 4 is not before optim.epochs = 4"),
+    ({"schedule": {"rpp_start_epoch": 1}}, "schedule.rpp_start_epoch = 1 needs model.head: pcb .*got model.head = 'bnneck'"),
+    ({"schedule": {"rpp_start_epoch": 5}, "model": {"head": "pcb"}, "optim": {"epochs": 5}},
+     "schedule.rpp_start_epoch = 5 is not before optim.epochs = 5"),
+    ({"eval": {"protocol": "duke"}}, "config key 'eval.protocol': expected one of 'market', 'cuhk03'"),
+])
+def test_bad_loss_schedule_and_eval_keys_are_config_errors(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(TrainConfig, data)

@@ -69,6 +69,20 @@ def test_pcb_parts_and_refined_pooling():
     assert model.head.part_classifier.weight.grad is not None
 
 
+def test_pcb_refined_pooling_travels_in_the_state_dict():
+    model = build(backbone="mobilenetv2", width_mult=0.5, head="pcb", pcb_parts=4, pcb_reduce_dim=16)
+    model.head.refined = True
+    fresh = build(backbone="mobilenetv2", width_mult=0.5, head="pcb", pcb_parts=4, pcb_reduce_dim=16)
+    assert not fresh.head.refined
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.head.refined
+    fmap = torch.randn(2, model.backbone.out_channels, 4, 2)
+    stripes = build(backbone="mobilenetv2", width_mult=0.5, head="pcb", pcb_parts=4, pcb_reduce_dim=16)
+    stripes.load_state_dict({**model.state_dict(), "head.refined_pooling": torch.tensor(False)})
+    assert torch.equal(fresh.head.pool_parts(fmap), model.head.pool_parts(fmap))
+    assert not torch.allclose(stripes.head.pool_parts(fmap), model.head.pool_parts(fmap), rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("cfg, message", [
     ({"backbone": "vgg16"}, r"model.backbone = 'vgg16'; allowed: mobilenetv2, resnet50, searched"),
     ({"backbone": "resnet50", "attention": [{"stage": "layer9"}]},
@@ -76,6 +90,10 @@ def test_pcb_parts_and_refined_pooling():
     ({"backbone": "mobilenetv2", "attention": [{"stage": "stage2", "name": "nonlocal"}]},
      r"attention option 'name' = 'nonlocal'"),
     ({"backbone": "searched"}, r"needs model.arch"),
+    ({"backbone": "mobilenetv2", "attention": [{"stage": "stage2", "name": "sa", "options": {"return_attention": True}}]},
+     r"model.attention\[0\].options.return_attention = True is not a model option"),
+    ({"backbone": "mobilenetv2", "attention": [{"stage": "stage2", "name": "sa", "options": {"keep_output": True}}]},
+     r"model.attention\[0\].options.keep_output = True is not a model option: it is internal; set deep_supervision"),
 ])
 def test_bad_model_configs(cfg, message):
     with pytest.raises(ConfigError, match=message):

@@ -48,6 +48,62 @@ def broadcast_object(obj, ctx: DistContext, src: int = 0):
     return box[0]
 
 
+def gather_strided(rows: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Undo a strided split: rank r holds the rows r, r + world_size, … of a tensor; every rank gets the whole
+    tensor in its original order. ``rows`` [n_r, ...] may differ in length across ranks."""
+    if not ctx.enabled:
+        return rows
+    size = torch.tensor([rows.shape[0]], device=rows.device)
+    sizes = [torch.zeros_like(size) for _ in range(ctx.world_size)]
+    dist.all_gather(sizes, size)
+    counts = [int(s) for s in sizes]
+    padded = rows.new_zeros((max(counts), *rows.shape[1:]))
+    padded[:rows.shape[0]] = rows
+    chunks = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(chunks, padded)
+    out = rows.new_empty((sum(counts), *rows.shape[1:]))
+    for rank, (chunk, count) in enumerate(zip(chunks, counts)):
+        out[rank::ctx.world_size] = chunk[:count]
+    return out
+
+
+def broadcast_tensors(tensors: dict[str, torch.Tensor] | None, ctx: DistContext, device: torch.device,
+                      src: int = 0) -> dict[str, torch.Tensor]:
+    """Rank ``src``'s named tensors (e.g. a state dict) on every rank, on ``device``; other ranks pass None."""
+    if not ctx.enabled:
+        return tensors
+    meta = broadcast_object({k: (tuple(v.shape), v.dtype) for k, v in tensors.items()} if ctx.rank == src
+                            else None, ctx, src)
+    out = {}
+    for name, (shape, dtype) in meta.items():
+        value = tensors[name].to(device) if ctx.rank == src else torch.empty(shape, dtype=dtype, device=device)
+        dist.broadcast(value, src=src)
+        out[name] = value
+    return out
+
+
+def average_gradients(params: list[torch.Tensor], ctx: DistContext) -> None:
+    """Replace the ``.grad`` of ``params`` by its mean over the ranks (one all-reduce of all of them). Every
+    rank must hold gradients for the same parameters (``None`` for the others): a RuntimeError on every rank
+    otherwise (checked first, by an all-reduce of the ``len(params)`` flags)."""
+    if not ctx.enabled or not params:
+        return
+    device = params[0].device
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.int64, device=device)
+    counts = present.clone()
+    dist.all_reduce(counts)
+    if not torch.equal(counts, present * ctx.world_size):
+        raise RuntimeError("the ranks computed gradients for different parameters: they are out of lockstep")
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= ctx.world_size
+    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(mean.view_as(g))
+
+
 def all_reduce_mean(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.enabled:
         value = value.detach().clone()

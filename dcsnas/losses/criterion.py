@@ -4,8 +4,9 @@ returned for logging."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +18,16 @@ from dcsnas.losses.triplet import TripletLoss
 
 @dataclass
 class LossConfig:
-    """The ``loss`` config section. Weights of 0 switch a term off. ``ib_*``: DESIGN §4 (η, warm-up
-    epochs E_w, number of clusters k: None = number of training identities)."""
+    """The ``loss`` config section. Weights of 0 switch a term off.
+
+    ``ib_*`` (DESIGN §4): ``ib_weight`` is η (0.1 in the DCS authors' recipes; 0 here, so a plain Re-ID run
+    has no IB term unless asked); the IB term starts at the warm-up epoch E_w given either by
+    ``ib_warmup_epochs`` (an epoch count) or by ``ib_warmup_ratio`` (a fraction of ``optim.epochs``,
+    E_w = floor(ratio · epochs)); set at most one of them; with neither, the authors' ratio 0.3 applies.
+    ``ib_clusters``: k of both F and X (None: the number of training identities). ``ib_ixf``: the first
+    term, ``authors`` (their bound, constant in the weights) or ``batch_mi`` (the batch's plug-in I(F; X)).
+    ``ib_input_size``: [h, w] the input image is average-pooled to before it is flattened into X.
+    """
 
     ce_weight: float = 1.0
     label_smoothing: float = 0.1
@@ -29,9 +38,13 @@ class LossConfig:
     center_lr: float = 0.5
     deep_supervision_weight: float = 1.0
     ib_weight: float = 0.0
-    ib_warmup_epochs: int = 5
+    ib_warmup_epochs: Optional[int] = None
+    ib_warmup_ratio: Optional[float] = None
+    ib_ixf: Literal["authors", "batch_mi"] = "authors"
     ib_clusters: Optional[int] = None
     ib_input_size: list[int] = field(default_factory=lambda: [16, 8])
+
+    DEFAULT_IB_WARMUP_RATIO = 0.3
 
     def __post_init__(self) -> None:
         for name in ("ce_weight", "triplet_weight", "center_weight", "deep_supervision_weight", "ib_weight"):
@@ -39,6 +52,24 @@ class LossConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.ib_warmup_epochs is not None and self.ib_warmup_ratio is not None:
+            raise ValueError(f"set ib_warmup_epochs ({self.ib_warmup_epochs}) or ib_warmup_ratio "
+                             f"({self.ib_warmup_ratio}), not both")
+        if self.ib_warmup_epochs is not None and self.ib_warmup_epochs < 0:
+            raise ValueError(f"ib_warmup_epochs must be >= 0, got {self.ib_warmup_epochs}")
+        if self.ib_warmup_ratio is not None and not 0.0 <= self.ib_warmup_ratio < 1.0:
+            raise ValueError(f"ib_warmup_ratio must be in [0, 1), got {self.ib_warmup_ratio}")
+        if self.ib_clusters is not None and self.ib_clusters < 1:
+            raise ValueError(f"ib_clusters must be >= 1 or null, got {self.ib_clusters}")
+        if len(self.ib_input_size) != 2 or min(self.ib_input_size) < 1:
+            raise ValueError(f"ib_input_size must be [height, width] of positive ints, got {self.ib_input_size}")
+
+    def ib_start_epoch(self, epochs: int) -> int:
+        """E_w: the first epoch (0-based) of a run of ``epochs`` epochs that has the IB term."""
+        if self.ib_warmup_epochs is not None:
+            return self.ib_warmup_epochs
+        ratio = self.DEFAULT_IB_WARMUP_RATIO if self.ib_warmup_ratio is None else self.ib_warmup_ratio
+        return math.floor(ratio * epochs + 1e-9)
 
 
 class ReIDCriterion(nn.Module):

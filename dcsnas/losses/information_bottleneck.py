@@ -7,13 +7,21 @@ Cluster assignments replace the unknown densities:
   inputs X (centroids of the normalised X, computed by the first ``refresh`` and kept);
 - Q(a | y) = mean of phi(F_i, a) over the training samples of identity y, refreshed with the F centroids
   and held constant in between;
-- per batch  IBB = 1/B sum_i [ sum_{a,b} phi(F_i, a) phi(X_i, b) log phi(X_i, b)       (term ``ixf``)
-                              - sum_a phi(F_i, a) log Q(a | y_i) ]                     (term ``iyf``).
+- per batch  IBB = ixf + iyf with
+    iyf = -1/B sum_i sum_a phi(F_i, a) log Q(a | y_i)                                    (both modes)
+    ixf = 1/B sum_i sum_{a,b} phi(F_i, a) phi(X_i, b) log phi(X_i, b)      (``ixf="authors"``, default)
+    ixf = sum_{a,b} p(a, b) log[p(a, b) / (p(a) p(b))],
+          p(a, b) = 1/B sum_i phi(F_i, a) phi(X_i, b)                      (``ixf="batch_mi"``)
 
-log phi is computed with ``log_softmax`` (exact, never log 0); log Q(a | y) takes ``log(clamp(Q, eps))``
-so an empty cluster of an identity costs log(eps) instead of -inf. Note that, as written, the ``ixf`` term
-equals sum_b phi(X_i, b) log phi(X_i, b) because phi(F_i, .) sums to 1: it is evaluated literally and
-carries gradient only through X (when X are features of the network, e.g. the stem).
+``authors`` is the first term as the DCS authors' released code computes it (``get_IB_Loss`` in their
+DCS-Transformer and LTM training code). Because phi(F_i, .) sums to 1 it equals -H(phi(X_i, .)): with X
+the input image it is a constant in the network's weights (a valid but loose bound, I(F~; X~) <= I(X; X~)),
+logged but never trained; only ``iyf`` trains. It is evaluated literally, so its gradient with respect to F
+is zero up to rounding. ``batch_mi`` (ours, beyond the authors) is the plug-in mutual information of the
+batch's soft joint of F- and X-clusters; it carries gradient to F, so the bound actually compresses F.
+
+log phi is computed with ``log_softmax`` (exact, never log 0); log Q(a | y) and the logs of ``batch_mi``
+take ``log(clamp(., eps))`` so an empty cluster costs log(eps) instead of -inf.
 
 k-means (k-means++ seeding, then Lloyd iterations) is a compact torch implementation that runs on the
 features' device, CPU or GPU: one code path, seeded by a ``torch.Generator``, no host copies of
@@ -22,11 +30,13 @@ GPU features; scikit-learn would add a second implementation with different resu
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+IXF_MODES = ("authors", "batch_mi")
 
 
 def _sq_distances(x: Tensor, centroids: Tensor) -> Tensor:
@@ -73,6 +83,7 @@ class InformationBottleneck(nn.Module):
         eps: floor of Q(a | y) before the log.
         kmeans_iters: Lloyd iterations per k-means run.
         seed: seed of the k-means generators (repeatable centroids).
+        ixf: the first term: ``authors`` (default, constant in the weights) or ``batch_mi``.
     """
 
     def __init__(
@@ -83,8 +94,12 @@ class InformationBottleneck(nn.Module):
         eps: float = 1e-8,
         kmeans_iters: int = 50,
         seed: int = 0,
+        ixf: Literal["authors", "batch_mi"] = "authors",
     ) -> None:
         super().__init__()
+        if ixf not in IXF_MODES:
+            raise ValueError(f"ixf must be one of {', '.join(IXF_MODES)}, got {ixf!r}")
+        self.ixf = ixf
         self.num_feature_clusters = num_feature_clusters
         self.num_input_clusters = num_input_clusters
         self.beta = beta
@@ -134,15 +149,26 @@ class InformationBottleneck(nn.Module):
         counts = torch.bincount(labels, minlength=num_ids).unsqueeze(1)
         self.log_q = (sums / counts.clamp_min(1)).clamp_min(self.eps).log()
 
+    def batch_mutual_information(self, phi_f: Tensor, phi_x: Tensor) -> Tensor:
+        """Plug-in I(a; b) of the soft joint p(a, b) = 1/B sum_i phi_f[i, a] phi_x[i, b]: [B, k], [B, k_X] -> []."""
+        joint = phi_f.t() @ phi_x / phi_f.shape[0]  # [k, k_X], sums to 1
+        log_joint = joint.clamp_min(self.eps).log()
+        log_pa = joint.sum(1, keepdim=True).clamp_min(self.eps).log()
+        log_pb = joint.sum(0, keepdim=True).clamp_min(self.eps).log()
+        return (joint * (log_joint - log_pa - log_pb)).sum()
+
     def forward(self, features_f: Tensor, features_x: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """The bound for a batch: ``features_f`` [B, ...], ``features_x`` [B, ...], ``labels`` [B].
 
-        Returns ``{"ixf": first term, "iyf": second term (with its minus sign), "total": their sum}``.
+        Returns ``{"ixf": first term, "iyf": second term (with its minus sign), "total": their sum}`` (nats).
         """
         if self.feature_centroids is None:
             raise RuntimeError("InformationBottleneck: call refresh() before computing the loss")
         phi_f = self.log_phi(features_f, self.feature_centroids).exp()  # [B, k]
         log_phi_x = self.log_phi(features_x, self.input_centroids)  # [B, k_X]
-        ixf = torch.einsum("ia,ib->i", phi_f, log_phi_x.exp() * log_phi_x).mean()
+        if self.ixf == "authors":
+            ixf = torch.einsum("ia,ib->i", phi_f, log_phi_x.exp() * log_phi_x).mean()
+        else:
+            ixf = self.batch_mutual_information(phi_f, log_phi_x.exp())
         iyf = -(phi_f * self.log_q[labels.long()]).sum(1).mean()
         return {"ixf": ixf, "iyf": iyf, "total": ixf + iyf}

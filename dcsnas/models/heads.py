@@ -8,8 +8,9 @@ logits tensor per classifier; ``features`` feed the metric losses); in eval it r
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from dcsnas.utils.pooling import adaptive_avg_pool2d
 
 
 class BNNeck(nn.Module):
@@ -37,15 +38,16 @@ class PCB(nn.Module):
     horizontal stripes, each reduced by 1×1 conv + BN + ReLU to ``reduce_dim`` and classified on its own.
     The embedding is the concatenation of the reduced part features, ``parts * reduce_dim`` long.
 
-    With ``refined=True`` the stripes are replaced by refined part pooling (RPP): a 1×1 conv classifies
+    With ``refined = True`` the stripes are replaced by refined part pooling (RPP): a 1×1 conv classifies
     every location into the parts (softmax over parts) and each part feature is the average of the map
-    weighted by its part probability.
+    weighted by its part probability. The switch is the boolean buffer ``refined_pooling``, so it travels
+    with the weights in the state dict (a checkpoint of an RPP run evaluates with RPP).
     """
 
     def __init__(self, in_channels: int, num_classes: int, parts: int = 6, reduce_dim: int = 256):
         super().__init__()
         self.parts = parts
-        self.refined = False
+        self.register_buffer("refined_pooling", torch.zeros((), dtype=torch.bool))
         self.part_classifier = nn.Conv2d(in_channels, parts, kernel_size=1)
         self.reduce = nn.ModuleList(
             nn.Sequential(nn.Conv1d(in_channels, reduce_dim, 1, bias=False), nn.BatchNorm1d(reduce_dim), nn.ReLU(True))
@@ -57,10 +59,19 @@ class PCB(nn.Module):
             nn.init.zeros_(c.bias)
         self.embedding_dim = parts * reduce_dim
 
+    @property
+    def refined(self) -> bool:
+        """Whether the parts are pooled by RPP (the ``refined_pooling`` buffer)."""
+        return bool(self.refined_pooling)
+
+    @refined.setter
+    def refined(self, value: bool) -> None:
+        self.refined_pooling.fill_(bool(value))
+
     def pool_parts(self, fmap: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` → part features ``[B, C, parts]`` (uniform stripes or RPP)."""
         if not self.refined:
-            return F.adaptive_avg_pool2d(fmap, (self.parts, 1)).squeeze(-1)
+            return adaptive_avg_pool2d(fmap, (self.parts, 1)).squeeze(-1)
         prob = self.part_classifier(fmap).flatten(2).softmax(dim=1)  # [B, parts, HW]
         weighted = torch.einsum("bcn,bpn->bcp", fmap.flatten(2), prob)
         return weighted / prob.sum(dim=2).unsqueeze(1).clamp_min(1e-6)

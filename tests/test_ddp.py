@@ -1,0 +1,119 @@
+"""Two-process DDP (gloo, CPU) against a single process: the ranks draw disjoint batches whose union is the
+single-process epoch, one DDP step equals one single-process step on the union batch, and the IB refresh
+gives every rank the same centroids and Q(a|y), equal to a single-process refresh."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from dcsnas.config import load_config
+from dcsnas.engine.config import TrainConfig
+from dcsnas.engine.rundir import RunDir, create_run_dir
+from dcsnas.engine.trainer import Trainer
+
+TINY = Path(__file__).resolve().parents[1] / "experiments" / "cpu" / "tiny_test.yaml"
+# Every loss term a mean over the batch (CE, deep supervision, the authors' IB bound; no batch-hard triplet,
+# whose mining depends on the batch), no Gumbel noise (CSALR, not DCS), SGD (Adam would hide a gradient
+# scale error), a learning rate large enough for the step to show.
+OVERRIDES = [
+    "eval.every=0", "optim.epochs=2", "optim.name=sgd", "optim.lr=0.05", "optim.warmup_factor=1.0",
+    "loss.triplet_weight=0", "loss.ib_weight=0.1", "loss.ib_warmup_epochs=0", "loss.ib_ixf=authors",
+    "model.attention=[{stage: stage2, name: csalr, options: {landmarks: 8, groups: 2, qk_ratio: 2}, "
+    "deep_supervision: true}]",
+]
+
+
+def _config(root: str) -> TrainConfig:
+    return load_config(TrainConfig, TINY, [f"data.root={root}", *OVERRIDES])
+
+
+def _first_step(trainer: Trainer, images=None, pids=None) -> dict:
+    """Epoch 0 of ``trainer`` up to its first optimizer step, BatchNorm in eval mode; what it drew and did."""
+    trainer.begin_epoch(0)
+    drawn = [list(b) for b in trainer.train_loader.batch_sampler]
+    trainer.train_model.train()
+    for m in trainer.model.modules():
+        if isinstance(m, _BatchNorm):
+            m.eval()
+    if images is None:
+        images, pids, _, indices = next(iter(trainer.train_loader))
+        assert indices.tolist() == drawn[0]
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    terms = trainer.train_step(images, pids, ib_on=True)
+    return {
+        "drawn": drawn, "images": images, "pids": pids, "before": before,
+        "after": {k: v.detach().clone() for k, v in trainer.model.named_parameters()},
+        "grads": {k: v.grad.clone() for k, v in trainer.model.named_parameters() if v.grad is not None},
+        "ib": {k: v.clone() for k, v in trainer.ib.state_dict().items()}, "ib_term": terms["ib"].detach(),
+    }
+
+
+def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    cfg = _config(root)
+    run = create_run_dir(Path(out) / "run", "train", cfg) if rank == 0 else RunDir(Path(out) / "run")
+    torch.distributed.init_process_group("gloo")  # before rank 1 builds its Trainer on rank 0's run directory
+    trainer = Trainer(cfg, run, show_progress=False)
+    torch.save(_first_step(trainer), Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> bool:
+    """Equal up to float32 summation order: within ``rel`` of the tensor's largest entry (measured: < 1e-5;
+    averaging wrongly, e.g. summing the ranks or keeping one rank's gradient, is off by ~50 %)."""
+    return bool((a - b).abs().max() <= rel * b.abs().max() + 1e-9)
+
+
+@pytest.mark.slow
+def test_ddp_step_equals_a_single_process_step_on_the_union_batch(tiny_data, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_worker, args=(2, port, str(tiny_data), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+    cfg = _config(str(tiny_data))
+    single_trainer = Trainer(cfg, create_run_dir(tmp_path / "single", "train", cfg), show_progress=False)
+    union_images = torch.cat([r["images"] for r in ranks])
+    union_pids = torch.cat([r["pids"] for r in ranks])
+    single = _first_step(single_trainer, union_images, union_pids)
+
+    # batches: disjoint across ranks, together the single-process epoch (cut to a multiple of the world size)
+    drawn0, drawn1 = ranks[0]["drawn"], ranks[1]["drawn"]
+    assert len(drawn0) == len(drawn1) > 0
+    flat0, flat1 = {i for b in drawn0 for i in b}, {i for b in drawn1 for i in b}
+    assert not flat0 & flat1
+    assert drawn0 + drawn1 != single["drawn"]  # the shares are interleaved, not the first and second halves
+    assert sorted(drawn0 + drawn1) == sorted(single["drawn"][:2 * len(drawn0)])
+
+    # the IB refresh: the same centroids and Q on both ranks, and those of one process on the same weights
+    assert ranks[0]["ib"].keys() == ranks[1]["ib"].keys() == single["ib"].keys()
+    for key in single["ib"]:
+        assert torch.equal(ranks[0]["ib"][key], ranks[1]["ib"][key])
+        assert torch.allclose(ranks[0]["ib"][key], single["ib"][key], atol=1e-5), key
+
+    # one step: averaged gradients and updated weights equal the single process's on the union batch
+    for key, value in single["before"].items():
+        assert torch.equal(ranks[0]["before"][key], value)
+    assert ranks[0]["grads"].keys() == single["grads"].keys()
+    for key, grad in single["grads"].items():
+        assert _close(ranks[0]["grads"][key], grad), key
+        assert torch.equal(ranks[0]["after"][key], ranks[1]["after"][key])
+        # the weights after the step: apart by far less than the step itself (float32 rounding of w + step)
+        step = (single["after"][key] - single["before"][key]).abs().max()
+        rounding = 4 * torch.finfo(torch.float32).eps * single["after"][key].abs().max()
+        assert (ranks[0]["after"][key] - single["after"][key]).abs().max() <= 1e-2 * step + rounding, key
+    # not a degenerate step that any comparison would pass: real gradients, every weight moved
+    assert sum(float(g.abs().max()) for g in single["grads"].values()) > 1.0
+    assert all(not torch.equal(single["after"][k], single["before"][k]) for k in single["grads"])
+    ib_mean = (ranks[0]["ib_term"] + ranks[1]["ib_term"]) / 2
+    assert torch.allclose(ib_mean, single["ib_term"], rtol=1e-4)
