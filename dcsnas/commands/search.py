@@ -1,13 +1,15 @@
 """``dcsnas search``: architecture search into a run directory that ends with ``arch.json``.
 
-``--strategy dcs`` (default): DCS-DNAS (:class:`~dcsnas.nas.search.Searcher`). ``--strategy nni:*``: one of
-NNI's strategies on the same space and data (:func:`dcsnas.nas.nni_bridge.run_nni_search`; config schema
-:class:`~dcsnas.tune.NNISearchConfig`, no ``--resume``).
+``--strategy dcs`` (default): DCS-DNAS (:class:`~dcsnas.nas.search.Searcher`), in one process or under
+``torchrun`` (DDP, ``--resume`` too). ``--strategy nni:*``: one of NNI's strategies on the same space and
+data (:func:`dcsnas.nni.strategies.run_nni_search`; config schema :class:`~dcsnas.nni.config.NNISearchConfig`, no
+``--resume``), in one process on one device.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from dcsnas.commands import add_config_arguments, print_json
 
@@ -28,6 +30,7 @@ def run(args: argparse.Namespace) -> None:
     if args.strategy != "dcs":
         run_nni(args)
         return
+    from dcsnas.engine.distributed import cleanup
     from dcsnas.nas.config import SearchConfig
     from dcsnas.nas.search import Searcher
 
@@ -36,19 +39,25 @@ def run(args: argparse.Namespace) -> None:
     if args.resume:
         searcher.resume()
     metrics = searcher.fit()
-    test = {k: v for k, v in metrics["test"].items() if k != "cmc"}
-    print_json({"run": str(run_dir.path), "strategy": "dcs", **metrics["arch"], "supernet_test": test})
+    if searcher.dist.is_main:
+        test = {k: v for k, v in metrics["test"].items() if k != "cmc"}
+        print_json({"run": str(run_dir.path), "strategy": "dcs", **metrics["arch"], "supernet_test": test})
+    cleanup(searcher.dist)
 
 
 def run_nni(args: argparse.Namespace) -> None:
     from dcsnas.commands.train import prepare_run
     from dcsnas.errors import ConfigError
-    from dcsnas.nas.nni_bridge import run_nni_search
-    from dcsnas.tune import NNISearchConfig
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"--strategy {args.strategy} runs in a single process on one device (NNI's Lightning "
+                          "path); start it without torchrun, or use --strategy dcs under torchrun")
     if args.resume:
         raise ConfigError(f"--resume: --strategy {args.strategy} cannot be resumed (NNI's experiment is not "
                           "checkpointed here); start it again into a new --out")
+    from dcsnas.nni.config import NNISearchConfig
+    from dcsnas.nni.strategies import run_nni_search
+
     cfg, run_dir = prepare_run(args, "search", NNISearchConfig)
     metrics = run_nni_search(cfg, run_dir, args.strategy, show_progress=not args.no_progress)
     print_json({"run": str(run_dir.path), "strategy": args.strategy, **metrics["arch"]})

@@ -4,43 +4,84 @@ The training images are split into a weight split and an architecture split
 (:func:`~dcsnas.nas.split.split_for_search`). For ``warmup_epochs`` epochs only the weights train (paths
 still sampled from α = 0, i.e. uniformly); then every step is a weight step (the engine's optimizer on the
 weights: task loss + IB on a weight-split batch) followed by an architecture step (Adam on α: task loss
-with the cost term of :class:`~dcsnas.nas.cost.CostLoss`, + IB, on an architecture-split batch).
+with the cost term of :class:`~dcsnas.nas.cost.CostLoss`, + IB, on an architecture-split batch). The
+architecture step has its own GradScaler and differentiates with respect to α only
+(``torch.autograd.grad``): no weight gradient is computed, and the weights' ``.grad`` are left alone.
 
 :class:`Searcher` is the training engine (:class:`~dcsnas.engine.trainer.Trainer`) with the supernet as
 its model: it inherits the epoch loop, the DCS temperature schedule, the IB refresh, evaluation (of the
-current argmax architecture, with the shared weights), atomic checkpoints and exact ``--resume``. Each
+current argmax architecture, with the shared weights, after re-estimating the BatchNorm statistics of that
+path on ``search.bn_recalibration_batches`` weight-split batches; the IB refresh too), atomic checkpoints and exact
+``--resume``. :meth:`Searcher.evaluate_architecture` evaluates any architecture of the space that way. Each
 epoch TensorBoard gets every loss term of both steps, τ, the mean entropy of the choices, the argmax
 architecture's FLOPs and parameters, the expected FLOPs, a heat map of the choice probabilities and the
 argmax architecture as text. At the end ``arch.json`` is written into the run directory.
+
+**DDP** (``torchrun --nproc_per_node N -m dcsnas.cli search …``, gloo on CPU, nccl on CUDA, multi-node with
+torchrun's usual ``--nnodes``/``--rdzv-*`` options): every rank holds the same supernet, α, optimizers and
+generators, and the ranks stay in lockstep.
+
+- Data: both splits are sharded disjointly per epoch (the P×K batch list is a function of (seed, epoch);
+  rank r takes the batches r, r + N, …, every rank the same number). The BatchNorm recalibration batches are
+  not sharded: every rank re-estimates on the same batches, so all ranks (and a single process) hold the
+  same statistics for the IB refresh. DDP gives every rank rank 0's buffers before each weight step's
+  forward; the architecture step (plain supernet) updates them locally, so they are broadcast again at the
+  start of every epoch, before the IB refresh reads them.
+- Architecture samples: the Gumbel noise of α comes from a generator of its own
+  (``ArchDistribution.generator``, seeded by ``seed + 3``, saved in the checkpoint), so every rank draws the
+  same architecture at every step (the same path of the supernet), whatever the ranks' other random draws
+  (augmentations, DCS gate noise). Per-rank samples would average the weight gradients of a candidate with
+  the zeros of ranks that did not sample it; shared samples keep a step equal to a single process's step on
+  the union of the ranks' batches (up to what is per batch: BatchNorm batch statistics, triplet mining).
+- Weight step: DistributedDataParallel over :class:`WeightModules` (the backbone and the head: α is no
+  DDP parameter, so DDP neither broadcasts nor reduces it). In hard mode a step runs one path, so
+  ``find_unused_parameters`` is on: DDP finds the unused candidates by a walk of the autograd graph, and
+  as they are unused on every rank (shared samples) it leaves their ``.grad`` at None, so the optimizer
+  skips them exactly as in a single process. Soft mode runs every candidate (no walk).
+- Architecture step: forward through the plain supernet (no DDP hook: only α is differentiated), then α's
+  gradients are averaged over the ranks (:func:`~dcsnas.engine.distributed.average_gradients`) before the
+  arch GradScaler's step (an overflow on one rank is then one on all: they skip the step together); the cost term
+  multiplies each rank's task loss, so it is computed on every rank (α gets the mean of the ranks'
+  gradients, as a single process on the union batch would). The cost *table* is measured (or read) and
+  written by rank 0 and broadcast to the others.
+- The IB refresh is the engine's (rank-sharded features, all-gathered, clustered on rank 0, broadcast).
+- Rank 0 alone writes: the space copy, the cost table, TensorBoard, checkpoints, metrics.json, arch.json,
+  the progress bars; the epoch's loss averages are the means over all ranks' steps. ``--resume`` reads
+  ``last.pt`` on every rank (on several nodes, ``--out`` must be on a file system they share).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from torch import nn
 
-from dcsnas.config import config_hash
-from dcsnas.engine.checkpoint import load_checkpoint
-from dcsnas.engine.distributed import DistContext
-from dcsnas.engine.logging import progress
-from dcsnas.engine.rundir import RunDir
 from dcsnas.attention import DCSAttention
+from dcsnas.config import config_hash, read_yaml
+from dcsnas.data.loaders import build_train_loader
+from dcsnas.engine.checkpoint import load_checkpoint
+from dcsnas.engine.distributed import (all_reduce_mean, average_gradients, barrier, broadcast_object,
+                                       broadcast_tensors)
+from dcsnas.engine.rundir import RunDir
 from dcsnas.engine.trainer import Trainer
 from dcsnas.errors import ConfigError
 from dcsnas.losses.criterion import ReIDCriterion
-from dcsnas.nas.arch import Arch, derive_arch, write_arch
+from dcsnas.models.arch import Arch, write_arch
+from dcsnas.nas.arch import SPACE_FILE, derive_arch
 from dcsnas.nas.config import SearchConfig
-from dcsnas.nas.cost import CostLoss, cached_costs
+from dcsnas.nas.cost import CostLoss, CostModel, cached_costs
+from dcsnas.nas.plots import probability_heatmap
+from dcsnas.nas.recalibration import recalibrate_bn
 from dcsnas.nas.space import SearchSpace, load_space, parse_space
 from dcsnas.nas.split import split_for_search
 from dcsnas.nas.supernet import SuperNet
 from dcsnas.utils.io import atomic_write_text
+from dcsnas.utils.progress import progress
 
-SPACE_FILE, COST_FILE = "space.yaml", "cost_table.pt"
+COST_FILE = "cost_table.pt"
 
 
 def search_info(cfg: SearchConfig, space: SearchSpace) -> dict[str, str]:
@@ -50,17 +91,28 @@ def search_info(cfg: SearchConfig, space: SearchSpace) -> dict[str, str]:
 
 def run_space(run: RunDir) -> SearchSpace:
     """The search space a run searched (its copy in the run directory)."""
-    from dcsnas.config import read_yaml
-
     path = run.path / SPACE_FILE
     if not path.is_file():
         raise ConfigError(f"'{run.path}' is not the run directory of a search: {SPACE_FILE} is missing")
     return parse_space(read_yaml(path), str(path))
 
 
+class WeightModules(nn.Module):
+    """The supernet's forward with only its weight modules (backbone, head) registered: the module that DDP
+    wraps in a search, so that α is no DDP parameter."""
+
+    def __init__(self, supernet: SuperNet):
+        super().__init__()
+        self.weights = supernet.weight_modules()
+        self._supernet = (supernet,)  # a tuple: not registered as a submodule
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._supernet[0](images)
+
+
 class Searcher(Trainer):
     """Searches ``cfg.search.space`` into the run directory ``run``; ``fit()`` returns the metrics and
-    writes ``arch.json``. Single process (no DDP).
+    writes ``arch.json``. One process, or DDP under ``torchrun`` (module docstring).
 
     ``__init__`` builds what ``Trainer.__init__`` builds, with the supernet as the model and the two splits,
     and sets every attribute the inherited methods read (``tests/test_search.py`` checks the list).
@@ -72,21 +124,34 @@ class Searcher(Trainer):
         nas = cfg.search
         self.cfg, self.run = cfg, run
         self.space = load_space(nas.space)
+        super().__init__(cfg, run, show_progress)  # under torchrun: after the rendezvous, rank 0 holds the lock
         self._keep_space_copy(Path(nas.space))
-        self.costs = cached_costs(self.space, (cfg.data.transforms.height, cfg.data.transforms.width),
-                                  run.path / COST_FILE)
+        self.costs = self._cost_table()
         self.cost_loss = CostLoss(nas.cost, self.costs)
-        super().__init__(cfg, run, show_progress)
+        generator = torch.Generator(self.device)
+        generator.manual_seed(cfg.seed + 3)  # the loaders use seed, seed + 1, seed + 2
+        self.model.arch.generator = generator
+        # every rank starts from rank 0's α (DDP broadcasts the weights)
+        self.model.arch.load_state_dict(broadcast_tensors(
+            self.model.arch.state_dict() if self.dist.is_main else None, self.dist, self.device))
         self.arch_criterion = self.criterion if nas.split == "per_identity" else ReIDCriterion(
             replace(cfg.loss, ce_weight=0.0, center_weight=0.0), self.num_classes, self.model.embedding_dim)
         self.arch_optimizer = torch.optim.Adam(self.model.arch.parameters(), lr=nas.arch_lr, betas=(0.5, 0.999),
                                                weight_decay=nas.arch_weight_decay)
+        self.arch_scaler = torch.amp.GradScaler(self.device.type, enabled=self.scaler.is_enabled())
         self.arch_loader = self.build_loader(self.arch_records, cfg.seed + 1, "architecture split of the search")
+        # the same batches on every rank (not sharded): every rank re-estimates the same statistics
+        self.recalibration_loader = (build_train_loader(self.train_records, self.train_transform, cfg.data.p,
+                                                        cfg.data.k, cfg.data.num_workers, cfg.seed + 2)
+                                     if nas.bn_recalibration_batches > 0 else None)
 
-    def init_distributed(self, device: torch.device) -> DistContext:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError("dcsnas search runs in a single process; start it without torchrun")
-        return DistContext()
+    def wrap_ddp(self) -> nn.Module:
+        """DDP over :class:`WeightModules`; ``find_unused_parameters`` for hard mode's single path (and, as in
+        the engine, for PCB and the IB term)."""
+        cfg = self.cfg
+        return nn.parallel.DistributedDataParallel(
+            WeightModules(self.model), device_ids=[self.device.index] if self.cuda else None,
+            find_unused_parameters=cfg.search.mode == "hard" or cfg.head == "pcb" or bool(cfg.loss.ib_weight))
 
     def training_records(self, train: list) -> list:
         """The weight split; the architecture split goes to ``arch_records``."""
@@ -102,48 +167,76 @@ class Searcher(Trainer):
         return self.model.weight_modules()
 
     def _keep_space_copy(self, source: Path) -> None:
-        """Copy the space file into the run directory (``derive`` reads it there); a run directory that
-        already holds another space is refused (``--resume`` after the space file changed, or a reused --out)."""
+        """Copy the space file into the run directory (``derive`` reads it there; rank 0 writes it); a run
+        directory that already holds another space is refused on every rank (``--resume`` after the space
+        file changed, or a reused --out)."""
         copy = self.run.path / SPACE_FILE
         if copy.is_file() and run_space(self.run) != self.space:
             raise ConfigError(f"the run directory '{self.run.path}' holds a search of another space than "
                               f"'{source}' ({copy}); restore that file or search into a new --out")
-        atomic_write_text(copy, source.read_text())
+        barrier(self.dist)  # every rank has read the old copy before rank 0 replaces it
+        if self.dist.is_main:
+            atomic_write_text(copy, source.read_text())
+
+    def _cost_table(self) -> CostModel:
+        """The space's cost table at the input size, measured and cached in the run directory by rank 0 and
+        sent to the other ranks; measuring draws random weights, so it runs on a forked generator."""
+        costs = None
+        if self.dist.is_main:
+            with torch.random.fork_rng(devices=[]):
+                costs = cached_costs(self.space, (self.cfg.data.transforms.height, self.cfg.data.transforms.width),
+                                     self.run.path / COST_FILE)
+        return broadcast_object(costs, self.dist)
 
     # ----------------------------------------------------------------------------------------- state
     def state(self, epoch: int) -> dict[str, Any]:
-        return {**super().state(epoch), "arch_optimizer": self.arch_optimizer.state_dict()}
+        return {**super().state(epoch), "arch_optimizer": self.arch_optimizer.state_dict(),
+                "arch_scaler": self.arch_scaler.state_dict(), "arch_rng": self.model.arch.generator.get_state()}
 
     def resume(self) -> None:
         super().resume()
-        self.arch_optimizer.load_state_dict(load_checkpoint(self.run.checkpoints / "last.pt")["arch_optimizer"])
+        ckpt = load_checkpoint(self.run.checkpoints / "last.pt")
+        self.arch_optimizer.load_state_dict(ckpt["arch_optimizer"])
+        if "arch_scaler" in ckpt:  # checkpoints of searches that shared one scaler have none
+            self.arch_scaler.load_state_dict(ckpt["arch_scaler"])
+        if "arch_rng" in ckpt:  # nor those of searches that drew α's noise from the global generator
+            self.model.arch.generator.set_state(ckpt["arch_rng"])
 
     # ----------------------------------------------------------------------------------------- epochs
     def begin_epoch(self, epoch: int) -> None:
+        if self.dist.enabled:  # rank 0's BatchNorm statistics (those it evaluated and saved) on every rank
+            buffers = dict(self.model.named_buffers())
+            received = broadcast_tensors(buffers if self.dist.is_main else None, self.dist, self.device)
+            with torch.no_grad():
+                for name, value in received.items():
+                    buffers[name].copy_(value)
         super().begin_epoch(epoch)
         nas = self.cfg.search
         self.model.tau = nas.tau_start * nas.tau_decay ** epoch
         self.arch_loader.batch_sampler.set_epoch(epoch)
 
     def arch_step(self, images: torch.Tensor, pids: torch.Tensor, ib_on: bool) -> dict[str, torch.Tensor]:
-        """L = cost(L_task) + η·IBB on an architecture-split batch; only α is updated."""
+        """L = cost(L_task) + η·IBB on an architecture-split batch; only α gets gradients and is updated."""
         disjoint = self.cfg.search.split == "identity_disjoint"
         terms = self.loss_terms(images, pids, self.arch_criterion, ib_on and not disjoint)
         ib = terms.get("ib", torch.zeros((), device=self.device))
-        total, flops = self.cost_loss(terms["total"] - ib, self.model.arch, self.model.selection.weights)
+        total, flops = self.cost_loss(terms["total"] - ib, self.model.arch, self.model.sampled)
         terms["total"] = total + ib
         terms["mflops"] = flops.detach() / 1e6
-        self.arch_optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(terms["total"]).backward()
-        self.scaler.step(self.arch_optimizer)
-        self.scaler.update()
+        alphas = list(self.model.arch.parameters())
+        grads = torch.autograd.grad(self.arch_scaler.scale(terms["total"]), alphas, allow_unused=True)
+        for alpha, grad in zip(alphas, grads):
+            alpha.grad = grad
+        average_gradients(alphas, self.dist)  # the same α on every rank after the step
+        self.arch_scaler.step(self.arch_optimizer)
+        self.arch_scaler.update()
         return {f"arch_step/{k}": v for k, v in terms.items()}
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
         arch_on = epoch >= cfg.search.warmup_epochs
-        ib_on = self.ib is not None and epoch >= cfg.loss.ib_warmup_epochs
+        ib_on = self.ib_active(epoch)
         arch_batches = _cycle(self.arch_loader)
         sums: dict[str, float] = {}
         steps = len(self.train_loader)
@@ -160,8 +253,10 @@ class Searcher(Trainer):
                 bar.set_postfix(loss=f"{values['total']:.3f}")
             if (step + 1) % cfg.log_every == 0:
                 self.logger.scalars(values, epoch * steps + step, "train_step/")
-        stats = {key: value / steps for key, value in sums.items()}
-        return {**stats, **self.arch_stats()}
+        keys = sorted(sums)  # the means over every rank's steps (each rank has run ``steps`` steps)
+        means = all_reduce_mean(torch.tensor([sums[k] / steps for k in keys], dtype=torch.float64,
+                                             device=self.device), self.dist)
+        return {**{k: float(v) for k, v in zip(keys, means)}, **self.arch_stats()}
 
     @torch.no_grad()
     def arch_stats(self) -> dict[str, float]:
@@ -175,8 +270,6 @@ class Searcher(Trainer):
                 "arch/expected_mflops": float(self.costs.expected(arch.probabilities(), "flops")) / 1e6}
 
     def log_epoch(self, epoch: int, train_stats: dict[str, float]) -> None:
-        from dcsnas.nas.plots import probability_heatmap
-
         super().log_epoch(epoch, {k: v for k, v in train_stats.items() if not k.startswith("arch/")})
         self.logger.scalars({k: v for k, v in train_stats.items() if k.startswith("arch/")}, epoch + 1)
         kept = {f"attention/{name}/dcs_kept_ratio": float(m.kept_ratio) for name, m in self.model.named_modules()
@@ -187,16 +280,45 @@ class Searcher(Trainer):
         text = "  \n".join(f"{k}: {c.labels[argmax[k]]}" for k, c in choices.items() if c.searchable)
         self.logger.text("arch/argmax", text, epoch + 1)
 
+    def recalibrate(self) -> None:
+        """Re-estimate the BatchNorm statistics of the path the supernet evaluates on
+        ``search.bn_recalibration_batches`` weight-split batches (the same ones every time); 0: nothing."""
+        if self.recalibration_loader is not None:
+            recalibrate_bn(self.model, self.recalibration_loader, self.cfg.search.bn_recalibration_batches,
+                           seed=self.cfg.seed)
+
+    def refresh_ib(self) -> None:
+        """The engine's IB refresh, on features of the argmax path with its recalibrated statistics."""
+        self.recalibrate()
+        super().refresh_ib()
+
+    def evaluate(self, split: str = "test", show_progress: bool | None = None) -> dict:
+        """The engine's evaluation of the supernet's current path (the argmax architecture, or the one of
+        :meth:`evaluate_architecture`) after recalibrating its BatchNorm statistics."""
+        self.recalibrate()
+        return super().evaluate(split, show_progress)
+
+    def evaluate_architecture(self, indices: dict[str, int], split: str = "test",
+                              show_progress: bool | None = None) -> dict:
+        """Metrics of the architecture ``indices`` (choice key → option index) with the shared weights,
+        after BatchNorm recalibration of its path; α, the weights and the RNG are untouched (the BatchNorm
+        statistics are those of this architecture afterwards)."""
+        with self.model.fixed_architecture(indices):
+            return self.evaluate(split, show_progress)
+
     def derive(self) -> Arch:
         """The current argmax architecture."""
         return derive_arch(self.space, self.model.arch.argmax(), self.costs, search_info(self.cfg, self.space))
 
     def fit(self) -> dict:
+        """The engine's ``fit``, then ``arch.json``; under DDP rank 0 writes and returns the metrics (the other
+        ranks return ``{}``)."""
         metrics = super().fit()
-        arch = self.derive()
-        write_arch(self.run.arch, arch)
-        metrics["arch"] = {"path": str(self.run.arch), "flops": arch.flops, "params": arch.params}
-        self.run.write_metrics(metrics)
+        if self.dist.is_main:
+            arch = self.derive()
+            write_arch(self.run.arch, arch)
+            metrics["arch"] = {"path": str(self.run.arch), "flops": arch.flops, "params": arch.params}
+            self.run.write_metrics(metrics)
         return metrics
 
 
