@@ -19,13 +19,12 @@ import signal
 import sys
 import warnings
 
+import dcsnas.commands as commands
 from dcsnas import __version__
 from dcsnas.errors import DcsnasError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import dcsnas.commands as commands
-
     parser = argparse.ArgumentParser(
         prog="dcsnas",
         description="Person re-identification with self-attention and differentiable architecture search.",

@@ -17,7 +17,18 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import dcsnas
+from dcsnas.compare import compare_runs, format_table
+from dcsnas.compare.runs import attention_label
+from dcsnas.config import load_config
+from dcsnas.data.synthetic import GENERATOR_VERSION, META_NAME, PRESETS, generate
+from dcsnas.engine.config import TrainConfig
+from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir, same_config
+from dcsnas.engine.trainer import Trainer
 from dcsnas.errors import ConfigError
+from dcsnas.models.arch import write_arch
+from dcsnas.nas.arch import load_arch_in_space
+from dcsnas.nas.config import SearchConfig
+from dcsnas.nas.search import Searcher
 
 REPOSITORY = Path(dcsnas.__file__).resolve().parents[1]
 DEMO_CONFIGS = REPOSITORY / "experiments" / "demo"
@@ -76,8 +87,6 @@ def config_file(name: str) -> Path:
 
 def has_synthetic(root: Path, preset: str, seed: int) -> bool:
     """Whether ``root`` holds the complete synthetic data set ``preset`` generated with ``seed``."""
-    from dcsnas.data.synthetic import GENERATOR_VERSION, META_NAME, PRESETS
-
     try:
         meta = json.loads((root / META_NAME).read_text())
     except (OSError, ValueError):
@@ -121,8 +130,6 @@ class Demo:
 
     # ----------------------------------------------------------------------------------------- steps
     def prepare_data(self) -> None:
-        from dcsnas.data.synthetic import generate
-
         if has_synthetic(self.data, self.plan.preset, seed=0):
             self.log("  already there (its synth_meta.json matches): skipped")
             return
@@ -131,10 +138,6 @@ class Demo:
 
     def load_step_config(self, step: Step, path: Path):
         """The step's config with the demo's data, and repository-relative search spaces made absolute."""
-        from dcsnas.config import load_config
-        from dcsnas.engine.config import TrainConfig
-        from dcsnas.nas.config import SearchConfig
-
         overrides = [f"data.root={self.data.resolve()}"]
         if step.kind == "search":
             cfg = load_config(SearchConfig, path, overrides)
@@ -146,8 +149,6 @@ class Demo:
         return load_config(TrainConfig, path, overrides)
 
     def run_step(self, step: Step, path: Path) -> None:
-        from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir, same_config
-
         cfg = self.load_step_config(step, path)
         run = RunDir(self.out / step.name)
         done = run.metrics.is_file() and (step.kind != "search" or run.arch.is_file())
@@ -168,12 +169,8 @@ class Demo:
         self.report(step, run)
 
     def train(self, step: Step, cfg, run, resume: bool) -> None:
-        from dcsnas.engine.trainer import Trainer
-        from dcsnas.nas.arch import load_arch, write_arch
-        from dcsnas.nas.search import Searcher
-
         if step.kind == "retrain":
-            write_arch(run.arch, load_arch(cfg.model.arch))  # the architecture beside the run's config
+            write_arch(run.arch, load_arch_in_space(cfg.model.arch))  # the architecture beside the run's config
         trainer = (Searcher if step.kind == "search" else Trainer)(cfg, run, show_progress=self.show_progress)
         if resume:
             trainer.resume()
@@ -181,14 +178,11 @@ class Demo:
 
     def report(self, step: Step, run) -> None:
         """A line on the run's result: the test accuracy, or the derived network of a search."""
-        from dcsnas.compare.runs import attention_label
-        from dcsnas.nas.arch import load_arch
-
         metrics = json.loads(run.metrics.read_text())
         test, untrained = metrics["test"], metrics.get("untrained_test")
         line = f"  test mAP {_percent(test['mAP'])}, rank-1 {_percent(test['rank-1'])}"
         if step.kind == "search":
-            arch = load_arch(run.arch)
+            arch = load_arch_in_space(run.arch)
             placed = [f"{s.name}: {attention_label(s.attention.name, s.attention.options)}"
                       for s in arch.stages if s.attention is not None]
             line = (f"  derived network: {arch.flops / 1e6:.1f} MFLOPs, {arch.params / 1e6:.2f} M parameters, "
@@ -201,8 +195,6 @@ class Demo:
     def compare(self) -> dict[str, Any]:
         """:func:`~dcsnas.compare.compare_runs` of the trained runs into ``out/compare``; skipped when its
         compare.json is newer than every run's metrics.json (the table is then rebuilt from it)."""
-        from dcsnas.compare import compare_runs, format_table
-
         runs = [self.out / s.name for s in self.plan.compared]
         saved = self.out / "compare" / "compare.json"
         if saved.is_file() and all(saved.stat().st_mtime > (run / "metrics.json").stat().st_mtime for run in runs):

@@ -22,6 +22,7 @@ from dcsnas.attention import (
 )
 from dcsnas.attention.landmarks import landmark_grid, pool_landmarks, spread_to_patches
 from dcsnas.errors import ConfigError
+from dcsnas.models.builder import create_model
 
 SPECS = [
     ("sa", {}),
@@ -251,7 +252,8 @@ def _bf16_transcription(module, x, rnd):
     batch, channels, height, width = x.shape
     size, n, g, T = (height, width), height * width, module.groups, lambda t: t.transpose(1, 2)
     xb = rnd(x.double().flatten(2))
-    q, k, v = [_conv1x1(c, xb, rnd, g).reshape(batch * g, -1, n) for c in (module.query, module.key, module.value)]
+    qkv, qk = _conv1x1(module.qkv, xb, rnd, g).reshape(batch * g, -1, n), module.qk_channels // g
+    q, k, v = qkv[:, :qk], qkv[:, qk:2 * qk], qkv[:, 2 * qk:]  # per group: Q, K, V channels
     kernel = module.kernel
     if isinstance(kernel, SAKernel):
         y = rnd(v @ T(rnd(rnd(rnd(torch.softmax(rnd(T(q) @ k), -1))))))
@@ -405,7 +407,8 @@ def test_dcs_mask_gates_q_and_k_but_not_v():
         module.gate.bias.fill_(-100.0)  # drop every query/key channel: uniform attention over positions
         module.gate.weight.zero_()
     y = _attention_branch(module, x)
-    v = module.value(x).flatten(2)
+    qk = 2 * module.qk_channels  # G = 1: the qkv conv's rows are Q, K, then V
+    v = F.conv2d(x, module.qkv.weight[qk:], module.qkv.bias[qk:]).flatten(2)
     assert torch.allclose(y.flatten(2), v.mean(-1, keepdim=True).expand_as(v), atol=1e-5)
     assert float(module.kept_ratio) == 0.0
 
@@ -421,16 +424,20 @@ def test_dcs_initial_gate_keeps_every_channel_and_tau_is_settable():
 
 
 def test_deep_supervision_multiplies_the_input_with_the_attention_output_before_the_residual():
-    module = _randomized("csalr", groups=2, landmarks=4, keep_output=True)
+    module = _randomized("csalr", groups=2, landmarks=4)
     with torch.no_grad():
         module.gamma.fill_(0.5)
     head = DeepSupervisionHead(16, num_classes=5)
     x = torch.randn(2, 16, 6, 4)
-    out = module(x)
+    out, branch = module(x, return_branch=True)
+    assert torch.equal(out, module(x))
     attn_out = (out - x) / 0.5
-    assert torch.allclose(module.last_output, attn_out, atol=1e-5)
-    logits = head(x, module.last_output)
+    assert torch.allclose(branch, attn_out, atol=1e-5)
+    logits = head(x, branch)
     assert torch.allclose(logits, head.fc((x * attn_out).mean(dim=(2, 3))), atol=1e-5)
+    out_map, attention_map, branch_map = module(x, return_attention=True, return_branch=True)
+    assert torch.equal(out_map, out) and torch.equal(branch_map, branch) and attention_map.shape == (2, 2, 24, 24)
+    assert not hasattr(module, "last_output")
 
 
 def test_options_of_each_name():
@@ -472,3 +479,103 @@ def test_the_bf16_bound_rejects_a_csalr_kernel_without_the_indicator(monkeypatch
         monkeypatch.setattr(csalr_module, "spread_to_patches", lambda t, *args: 0 * real(t, *args))
         wrong = module(x)
     assert ((wrong.double() - reference).abs() > bound).float().mean() > 0.5
+
+
+OLD_LAYOUT_SPECS = [("sa", {}), ("csa", {"landmarks": 4}), ("csalr", {"landmarks": 4}),
+                    ("dcs", {"backend": "sa"}), ("dcs", {"backend": "csalr", "landmarks": 4})]
+
+
+def _old_layout_state_dict(module, seed=0):
+    """A state dict of ``module`` in the former layout: separate ``query``, ``key``, ``value`` grouped 1x1
+    convs (random values), random fusion conv / gate, gamma = 0.7."""
+    gen = torch.Generator().manual_seed(seed)
+    c, qk, g = module.channels, module.qk_channels, module.groups
+    rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64) * 0.3  # noqa: E731
+    state = {"query.weight": rand(qk, c // g, 1, 1), "query.bias": rand(qk),
+             "key.weight": rand(qk, c // g, 1, 1), "key.bias": rand(qk),
+             "value.weight": rand(c, c // g, 1, 1), "value.bias": rand(c), "gamma": torch.full((1,), 0.7,
+                                                                                                dtype=torch.float64)}
+    if g > 1:
+        state.update({"fuse.weight": rand(c, c, 1, 1), "fuse.bias": rand(c)})
+    if hasattr(module, "gate"):  # DCS: a gate that drops some channels (logits of either sign)
+        state.update({"gate.weight": rand(qk, c, 1, 1) * 3, "gate.bias": rand(qk)})
+    return state
+
+
+def _old_layout_forward(module, state, x):
+    """The block's evaluation forward written from the former layout's tensors: three separate grouped
+    convs, the DCS mask 1[gate(x) > 0] on Q and K, the kernel, the fusion conv, x + gamma * y. SA's kernel
+    is written out (softmax over keys, scale 1); CSA/CSALR use the module's kernel (tested above)."""
+    batch, channels, height, width = x.shape
+    g, n = module.groups, height * width
+    q, k, v = (F.conv2d(x, state[f"{name}.weight"], state[f"{name}.bias"], groups=g).reshape(batch * g, -1, n)
+               for name in ("query", "key", "value"))
+    if "gate.weight" in state:
+        mask = (F.conv2d(x, state["gate.weight"], state["gate.bias"]) > 0).double().reshape(q.shape)
+        assert 0 < float(mask.mean()) < 1
+        q, k = q * mask, k * mask
+    if isinstance(module.kernel, SAKernel):
+        y = v @ torch.softmax(q.transpose(1, 2) @ k, dim=-1).transpose(1, 2)
+    else:
+        y = module.kernel(q, k, v, (height, width))[0]
+    y = y.reshape(batch, channels, height, width)
+    if g > 1:
+        y = F.conv2d(y, state["fuse.weight"], state["fuse.bias"])
+    return x + state["gamma"] * y
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("name, options", OLD_LAYOUT_SPECS, ids=[f"{n}-{o.get('backend', '')}" for n, o in
+                                                                 OLD_LAYOUT_SPECS])
+def test_a_state_dict_of_the_former_qkv_layout_loads_and_computes_the_same(name, options, groups):
+    module = create_attention(name, 16, groups=groups, qk_ratio=2, **options).double().eval()
+    state = _old_layout_state_dict(module)
+    result = module.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert "query.weight" in state  # the caller's dict is not consumed
+    x = torch.randn(2, 16, 6, 4, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), _old_layout_forward(module, state, x), rtol=1e-10, atol=1e-10)
+
+
+def test_a_model_checkpoint_of_the_former_layout_loads_under_its_prefix():
+    model = create_model("mobilenetv2", 5, width_mult=0.5, attention=[
+        {"stage": "stage3", "name": "csalr", "options": {"landmarks": 4, "groups": 2}}]).eval()
+    attention = model.attentions["stage3"]
+    with torch.no_grad():
+        attention.gamma.fill_(0.5)
+    old = {}
+    qk, g = attention.qk_channels // attention.groups, attention.groups
+    for key, value in model.state_dict().items():  # split the fused rows by hand: per group Q, K, V
+        if ".qkv." not in key:
+            old[key] = value
+            continue
+        prefix, kind = key.split(".qkv.")
+        per_group = value.unflatten(0, (g, -1))
+        for part, rows in (("query", slice(0, qk)), ("key", slice(qk, 2 * qk)), ("value", slice(2 * qk, None))):
+            old[f"{prefix}.{part}.{kind}"] = per_group[:, rows].flatten(0, 1)
+    assert "attentions.stage3.query.weight" in old and "attentions.stage3.qkv.weight" not in old
+    fresh = create_model("mobilenetv2", 5, width_mult=0.5, attention=[
+        {"stage": "stage3", "name": "csalr", "options": {"landmarks": 4, "groups": 2}}]).eval()
+    fresh.load_state_dict(old)
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+
+
+def test_a_seed_gives_the_initial_weights_of_the_former_three_convs():
+    """The fused conv is initialised with the values of query, key, value convs built in that order (and
+    the next draw, the fusion conv, is unchanged), so seeded runs start from the same weights."""
+    torch.manual_seed(0)
+    convs = [torch.nn.Conv2d(16, n, 1, groups=2) for n in (4, 4, 16)]  # C' = 16 / qk_ratio 4
+    fuse = torch.nn.Conv2d(16, 16, 1)
+    torch.manual_seed(0)
+    module = create_attention("sa", 16, groups=2, qk_ratio=4)
+    weight, bias = module.qkv.weight, module.qkv.bias
+    for group in range(2):  # rows of group g: its 2 Q, 2 K, then 8 V channels
+        base = group * 12
+        for conv, start, size in zip(convs, (0, 2, 4), (2, 2, 8)):
+            rows = slice(group * size, (group + 1) * size)
+            assert torch.equal(weight[base + start:base + start + size], conv.weight[rows])
+            assert torch.equal(bias[base + start:base + start + size], conv.bias[rows])
+    assert torch.equal(module.fuse.weight, fuse.weight)

@@ -6,8 +6,9 @@ from pathlib import Path
 from dcsnas.cli import main
 from dcsnas.config import load_config
 from dcsnas.engine.config import TrainConfig
+from dcsnas.models.arch import write_arch
 from dcsnas.models.builder import create_model
-from dcsnas.nas.arch import derive_arch, write_arch
+from dcsnas.nas.arch import derive_arch
 from dcsnas.nas.cost import measure_costs
 from dcsnas.nas.space import load_space
 from dcsnas.utils.flops import count_flops

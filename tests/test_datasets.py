@@ -7,7 +7,7 @@ import pytest
 
 from conftest import write_image, write_tree
 from dcsnas.cli import main
-from dcsnas.data import build_dataset
+from dcsnas.data import DATASETS, build_dataset
 from dcsnas.errors import ConfigError, DataError
 
 
@@ -151,3 +151,14 @@ def test_cli_data_info_prints_json_and_errors_exit_2(market_tree, capsys):
     assert main(["data", "info", "--dataset", "folder", "--root", str(market_tree / "Market-1501-v15.09.15"),
                  "--option", r"pattern=^(?P<pid>-?\d+)_c(?P<camid>\d)"]) == 0
     assert json.loads(capsys.readouterr().out)["gallery"]["images"] == 5
+
+
+def test_the_data_set_registry_names_every_data_set_in_an_unknown_name_error(tmp_path):
+    assert set(DATASETS) == {"market1501", "dukemtmcreid", "cuhk03", "msmt17", "synthetic", "folder"}
+    with pytest.raises(ConfigError) as info:
+        build_dataset("viper", tmp_path)
+    message = str(info.value)
+    assert message.startswith("data.dataset = 'viper': expected one of ")
+    assert all(repr(name) in message for name in DATASETS)
+    with pytest.raises(ConfigError, match="data set 'market1501' has no option 'pattern'; allowed: none"):
+        build_dataset("market1501", tmp_path, pattern="x")

@@ -5,7 +5,9 @@ import torch
 
 from dcsnas.config import from_dict
 from dcsnas.errors import ConfigError
+from dcsnas.models.backbones import BACKBONES, create_backbone
 from dcsnas.models.builder import ModelConfig, create_model
+from dcsnas.models.heads import HEADS, create_head
 
 
 def build(**cfg):
@@ -45,7 +47,9 @@ def test_bnneck_training_outputs_and_deep_supervision():
     assert len(out["aux_logits"]) == 1 and out["aux_logits"][0].shape == (4, 5)
     # deep supervision reaches the attention's Q/K/V even though gamma = 0 at initialisation
     out["aux_logits"][0].sum().backward()
-    assert model.attentions["stage3"].value.weight.grad.abs().sum() > 0
+    attention = model.attentions["stage3"]
+    value_rows = slice(2 * attention.qk_channels, None)  # G = 1: the qkv conv's rows are Q, K, V
+    assert attention.qkv.weight.grad[value_rows].abs().sum() > 0
 
 
 def test_bnneck_bias_is_frozen():
@@ -84,7 +88,7 @@ def test_pcb_refined_pooling_travels_in_the_state_dict():
 
 
 @pytest.mark.parametrize("cfg, message", [
-    ({"backbone": "vgg16"}, r"model.backbone = 'vgg16'; allowed: mobilenetv2, resnet50, searched"),
+    ({"backbone": "vgg16"}, r"model.backbone = 'vgg16': expected one of 'resnet50', 'mobilenetv2', 'searched'"),
     ({"backbone": "resnet50", "attention": [{"stage": "layer9"}]},
      r"model.attention\[0\].stage = 'layer9': no such stage in resnet50; allowed: stem, layer1"),
     ({"backbone": "mobilenetv2", "attention": [{"stage": "stage2", "name": "nonlocal"}]},
@@ -93,8 +97,53 @@ def test_pcb_refined_pooling_travels_in_the_state_dict():
     ({"backbone": "mobilenetv2", "attention": [{"stage": "stage2", "name": "sa", "options": {"return_attention": True}}]},
      r"model.attention\[0\].options.return_attention = True is not a model option"),
     ({"backbone": "mobilenetv2", "attention": [{"stage": "stage2", "name": "sa", "options": {"keep_output": True}}]},
-     r"model.attention\[0\].options.keep_output = True is not a model option: it is internal; set deep_supervision"),
+     r"attention option 'keep_output' = True: no such option for 'sa'; allowed: "),
 ])
 def test_bad_model_configs(cfg, message):
     with pytest.raises(ConfigError, match=message):
         build(**cfg)
+
+
+def test_create_model_by_name_equals_the_model_of_the_config():
+    fields = {"width_mult": 0.5, "head": "pcb", "pcb_parts": 2, "pcb_reduce_dim": 8,
+              "attention": [{"stage": "stage3", "name": "csa", "options": {"landmarks": 4}, "deep_supervision": True}]}
+    torch.manual_seed(0)
+    by_name = create_model("mobilenetv2", 5, **fields)
+    torch.manual_seed(0)
+    by_config = build(backbone="mobilenetv2", **fields)
+    assert by_name.state_dict().keys() == by_config.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(by_name.state_dict().values(), by_config.state_dict().values()))
+    with pytest.raises(ConfigError, match="unknown config key 'widthmult'"):
+        create_model("mobilenetv2", 5, widthmult=0.5)
+    with pytest.raises(ConfigError, match=r"options \['width_mult'\] are given with a model config"):
+        create_model(ModelConfig(backbone="mobilenetv2"), 5, width_mult=0.5)
+
+
+def test_the_train_and_eval_contract():
+    """Training mode: the dict of logits (one per classifier) and features for the losses, deep-supervision
+    logits and the pooled map; evaluation mode: the test embedding; forward = forward_head(forward_features)."""
+    model = create_model("mobilenetv2", 5, width_mult=0.5, attention=[
+        {"stage": "stage2", "name": "sa", "deep_supervision": True}])
+    x = torch.randn(3, 3, 64, 32)
+    model.train()
+    torch.manual_seed(0)
+    out = model(x)
+    assert set(out) == {"logits", "features", "aux_logits", "pooled"}
+    assert [l.shape for l in out["logits"]] == [(3, 5)] and [l.shape for l in out["aux_logits"]] == [(3, 5)]
+    model.eval()
+    embedding = model(x)
+    assert embedding.shape == (3, model.embedding_dim)
+    assert torch.equal(embedding, model.forward_head(model.forward_features(x)))
+
+
+def test_head_and_backbone_registries_list_their_names():
+    assert list(HEADS) == ["bnneck", "pcb"] and list(BACKBONES) == ["resnet50", "mobilenetv2"]
+    with pytest.raises(ConfigError, match=r"model.head = 'mgn': expected one of 'bnneck', 'pcb'$"):
+        create_head("mgn", 64, 5)
+    with pytest.raises(ConfigError, match=r"head 'bnneck' has no option 'parts'; allowed: none"):
+        create_head("bnneck", 64, 5, parts=2)
+    assert create_head("pcb", 64, 5, parts=2, reduce_dim=8).embedding_dim == 16
+    with pytest.raises(ConfigError, match=r"backbone 'resnet50' has no option 'width_mult'; allowed: pretrained, "
+                                          r"last_stride"):
+        create_backbone("resnet50", width_mult=0.5)
+    assert create_backbone("mobilenetv2", width_mult=0.5).out_channels == 1280

@@ -1,4 +1,4 @@
-"""Search spaces, the cost model and arch.json: loading, validation errors, exact cost bookkeeping."""
+"""Search spaces and the cost model: loading, validation errors, exact cost bookkeeping (arch.json: test_arch.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from dcsnas.errors import ConfigError
-from dcsnas.nas.arch import ARCH_VERSION, derive_arch, load_arch, write_arch
 from dcsnas.nas.cost import CostConfig, CostLoss, measure_costs
 from dcsnas.nas.space import load_space
 
@@ -112,33 +111,3 @@ def test_flops_target_outside_the_space_is_an_error(tiny_costs):
     CostLoss(CostConfig(kind="hinge", target_mflops=(low + high) / 2e6), tiny_costs)
     with pytest.raises(ConfigError, match="search.cost.unit"):
         CostLoss(CostConfig(kind="fbnet", unit=1e6), tiny_costs)
-
-
-@pytest.fixture
-def arch_file(tmp_path, tiny_space, tiny_costs):
-    path = tmp_path / "arch.json"
-    write_arch(path, derive_arch(tiny_space, {c.key: 0 for c in tiny_space.choices()}, tiny_costs, {}))
-    return path
-
-
-def _edit(path: Path, edit) -> Path:
-    data = json.loads(path.read_text())
-    edit(data)
-    path.write_text(json.dumps(data))
-    return path
-
-
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d.update(version=ARCH_VERSION + 1), "version = 2, expected 1"),
-    (lambda d: d.pop("format"), "is not an arch.json"),
-    (lambda d: d["stages"][0]["ops"].__setitem__(0, "skip"), "stages[0].ops[0] = 'skip' does not fit the skeleton"),
-    (lambda d: d["stages"][1].update(attention={"name": "csalr", "options": {"groups": 3}}),
-     "stages[1].attention (s2, 12 channels)"),
-    (lambda d: d.update(skeleton="resnet50"), "unknown config key"),
-    (lambda d: d["stages"][0].pop("width"), "stages[0]"),
-])
-def test_bad_arch_json_names_file_and_key(arch_file, edit, message):
-    load_arch(arch_file)
-    with pytest.raises(ConfigError) as info:
-        load_arch(_edit(arch_file, edit))
-    assert message in str(info.value) and str(arch_file) in str(info.value)

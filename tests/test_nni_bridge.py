@@ -1,5 +1,5 @@
-"""The NNI bridge: model spaces of our search-space files, NNI's strategies ending in arch.json, the trials
-of dcsnas tune and the NNI manager's loopback binding. Skipped where NNI is not installed."""
+"""The NNI package (dcsnas.nni): model spaces of our search-space files, NNI's strategies ending in
+arch.json, the trials of dcsnas tune and the NNI manager's loopback binding. Skipped where NNI is not installed."""
 
 from __future__ import annotations
 
@@ -17,14 +17,17 @@ from dcsnas.cli import main as cli_main
 from dcsnas.config import load_config, read_yaml, to_dict
 from dcsnas.engine.rundir import create_run_dir
 from dcsnas.errors import ConfigError
+from dcsnas.models.arch import load_arch, write_arch
 from dcsnas.models.builder import ModelConfig, create_model
 from dcsnas.models.searched import build_searched_backbone
-from dcsnas.nas import nni_bridge
-from dcsnas.nas.arch import derive_arch, load_arch, write_arch
+from dcsnas.nas.arch import derive_arch
 from dcsnas.nas.cost import measure_costs
-from dcsnas.nas.nni_bridge import ReIDSpace, run_nni_search, sample_indices
 from dcsnas.nas.space import load_space
-from dcsnas.tune import NNISearchConfig
+from dcsnas.nni import tune as nni_tune
+from dcsnas.nni.config import NNISearchConfig, TuneConfig
+from dcsnas.nni.lightning import ReIDModule
+from dcsnas.nni.space import ReIDSpace, sample_indices
+from dcsnas.nni.strategies import run_nni_search
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "search_spaces"
@@ -103,6 +106,46 @@ def test_one_shot_supernet_gives_every_choice_a_gradient_and_exports_all(strateg
     assert set(sample_indices(space, exported)) == {c.key for c in space.choices()}
 
 
+def test_one_shot_attention_computes_the_derived_attention_at_every_width():
+    """In NNI's one-shot supernet every attention candidate of s2 exists at every width option w as the module
+    the derived network builds (same tensors), and with the width weights one-hot on w (input channels >= w
+    zero) the supernet's attention computes that module on the leading w channels, zero beyond."""
+    from nni.nas import strategy as strategies
+
+    from dcsnas.attention import create_attention
+
+    space = load_space(SPACES / "tiny.yaml")
+    candidates = [c for c in next(c for c in space.choices() if c.key == "s2/attention").options if c is not None]
+    widths = space.width_choice(1).options  # s2: (12, 16)
+    torch.manual_seed(0)
+    supernet = strategies.DARTS().mutate_model(tiny_space()).double().eval()
+    with torch.no_grad():
+        for name, p in supernet.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(0.7)
+    mixed = [m for m in supernet.modules() if getattr(m, "widths", None) == [("s2/width", widths)]]
+    assert len(mixed) == len(candidates)
+    found = set()
+    for m in mixed:
+        for sub in m.body.modules():
+            shapes = {k: v.shape for k, v in sub.state_dict().items()}
+            for c in candidates:
+                for j, w in enumerate(widths):
+                    child = create_attention(c.name, w, **c.options).double().eval()
+                    if shapes != {k: v.shape for k, v in child.state_dict().items()}:
+                        continue
+                    child.load_state_dict(sub.state_dict())
+                    x = torch.randn(2, max(widths), 4, 4, dtype=torch.float64)
+                    x[:, w:] = 0
+                    with torch.no_grad():
+                        y = m.body(x, torch.eye(len(widths), dtype=torch.float64)[j])
+                        expected = child(x[:, :w])
+                    torch.testing.assert_close(y[:, :w], expected, rtol=1e-9, atol=1e-9)
+                    assert (y[:, w:] == 0).all()
+                    found.add((c.label, w))
+    assert found == {(c.label, w) for c in candidates for w in widths}, found
+
+
 def test_sample_indices_names_a_missing_choice():
     space = load_space(SPACES / "tiny.yaml")
     with pytest.raises(ValueError, match="s1/width"):
@@ -123,7 +166,7 @@ def test_nni_search_writes_an_arch_json_that_retrain_builds(tiny_data, tmp_path,
     metrics = run_nni_search(cfg, run, strategy, show_progress=False)
     arch = load_arch(run.arch)
     assert arch.search["strategy"] == strategy and arch.input_size == list(INPUT)
-    backbone, _ = build_searched_backbone(run.arch)
+    backbone = build_searched_backbone(arch)
     assert backbone(torch.randn(1, 3, *INPUT)).shape[1] == arch.head_channels
     space = load_space(SPACES / "tiny.yaml")
     expected = derive_arch(space, sample_indices(space, metrics["sample"]), measure_costs(space, INPUT), arch.search)
@@ -136,6 +179,30 @@ def test_nni_search_writes_an_arch_json_that_retrain_builds(tiny_data, tmp_path,
         assert (run.path / "trials.csv").read_text().count("\n") == 3
     else:
         assert set(metrics["probabilities"]) == {c.key for c in space.choices() if c.searchable}
+
+
+def test_nni_trials_draw_new_pk_batches_every_epoch(tiny_data, tmp_path, monkeypatch):
+    """The P×K sampler's epoch advances in NNI's training as in the Trainer: the batches of epoch 2 are not
+    those of epoch 1 (a sampler left at epoch 0 repeats them)."""
+    seen: dict[int, list] = {}
+    step = ReIDModule.training_step
+
+    def recording(self, batch, batch_idx):
+        seen.setdefault(self.trainer.current_epoch, []).append(batch[1].tolist())
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ReIDModule, "training_step", recording)
+    cfg = search_config(tiny_data, "nni.max_trials=1", "nni.trial_epochs=2")
+    run_nni_search(cfg, create_run_dir(tmp_path / "run", "search", cfg), "nni:random", show_progress=False)
+    assert sorted(seen) == [0, 1] and len(seen[0]) == len(seen[1]) > 0
+    assert seen[0] != seen[1]
+
+
+def test_nni_trials_too_short_for_the_ib_warm_up_are_rejected(tiny_data, tmp_path):
+    cfg = search_config(tiny_data, "optim.epochs=4", "loss.ib_weight=0.1", "loss.ib_warmup_epochs=2",
+                        "nni.trial_epochs=2")
+    with pytest.raises(ConfigError, match="nni.trial_epochs"):
+        run_nni_search(cfg, create_run_dir(tmp_path / "run", "search", cfg), "nni:random", show_progress=False)
 
 
 @pytest.mark.slow
@@ -175,11 +242,11 @@ def test_nni_search_rejects_what_nni_cannot_train(tiny_data, tmp_path, overrides
 
 def test_trial_applies_the_tuners_values_and_reports_each_evaluation(tiny_data, tmp_path, monkeypatch):
     reports = []
-    monkeypatch.setattr(nni_bridge.nni, "get_next_parameter", lambda: {"optim.lr": 1e-05, "loss.ib_weight": 0.5})
-    monkeypatch.setattr(nni_bridge.nni, "report_intermediate_result", lambda v: reports.append(("intermediate", v)))
-    monkeypatch.setattr(nni_bridge.nni, "report_final_result", lambda v: reports.append(("final", v)))
+    monkeypatch.setattr(nni_tune.nni, "get_next_parameter", lambda: {"optim.lr": 1e-05, "loss.ib_weight": 0.5})
+    monkeypatch.setattr(nni_tune.nni, "report_intermediate_result", lambda v: reports.append(("intermediate", v)))
+    monkeypatch.setattr(nni_tune.nni, "report_final_result", lambda v: reports.append(("final", v)))
     monkeypatch.setenv("NNI_OUTPUT_DIR", str(tmp_path / "trial"))
-    final = nni_bridge.run_trial("train", str(ROOT / "experiments/cpu/tiny_test.yaml"), None,
+    final = nni_tune.run_trial("train", str(ROOT / "experiments/cpu/tiny_test.yaml"), None,
                                  [f"data.root={tiny_data}", "device=cpu", "optim.epochs=2", "eval.every=1",
                                   "eval.val_identities=4", "loss.ib_warmup_epochs=1"], "mAP")
     assert [kind for kind, _ in reports] == ["intermediate", "intermediate", "final"]
@@ -192,13 +259,11 @@ def test_trial_applies_the_tuners_values_and_reports_each_evaluation(tiny_data, 
 
 
 def test_trial_command_runs_the_bridge_with_the_tune_settings():
-    from dcsnas.tune import TuneConfig
-
     cfg = TuneConfig(config="experiments/cpu/tiny_test.yaml", command="retrain", arch="runs/x/arch.json",
                      set=["optim.epochs=1", "data.root=my data"], search_space={"optim.lr": {
                          "_type": "loguniform", "_value": [1e-4, 1e-2]}})
-    command = nni_bridge._trial_command(cfg)
-    assert " -m dcsnas.nas.nni_bridge trial retrain --config experiments/cpu/tiny_test.yaml --metric mAP " \
+    command = nni_tune._trial_command(cfg)
+    assert " -m dcsnas.nni.tune trial retrain --config experiments/cpu/tiny_test.yaml --metric mAP " \
            "--arch runs/x/arch.json --set optim.epochs=1 --set 'data.root=my data'" in command
 
 
@@ -219,7 +284,7 @@ def test_tune_reads_each_trials_parameters_metrics_and_run_from_the_manager():
             return {"A": [metric("A", "PERIODICAL", 0.25), metric("A", "PERIODICAL", 0.5),
                           metric("A", "FINAL", {"default": 0.5, "run": "/runs/a"})]}
 
-    assert nni_bridge._tune_trials(Manager()) == [
+    assert nni_tune._tune_trials(Manager()) == [
         {"trial": "A", "status": "SUCCEEDED", "params": {"optim.lr": 0.01}, "metric": 0.5,
          "intermediate": [0.25, 0.5], "run": "/runs/a"},
         {"trial": "B", "status": "FAILED", "params": {"optim.lr": 0.01}, "metric": None, "intermediate": [],
@@ -228,24 +293,22 @@ def test_tune_reads_each_trials_parameters_metrics_and_run_from_the_manager():
 
 @pytest.mark.parametrize("name", ["remote", "kubeflow", "frameworkcontroller"])
 def test_training_service_examples_are_valid_nni_experiments(name, tmp_path, monkeypatch):
-    from dcsnas.tune import TuneConfig
-
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("HOME", str(tmp_path))  # the remote example's SSH key file
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "id_ed25519").write_text("key")
     cfg = load_config(TuneConfig, ROOT / f"experiments/tune/{name}.yaml")
-    trial = nni_bridge._trial_config(cfg.command, cfg.config, cfg.arch, cfg.set,
-                                     {k: nni_bridge._probe(v) for k, v in cfg.search_space.items()})
+    trial = nni_tune._trial_config(cfg.command, cfg.config, cfg.arch, cfg.set,
+                                     {k: nni_tune._probe(v) for k, v in cfg.search_space.items()})
     assert trial.eval.val_identities > 0
-    service = nni_bridge.experiment_config(cfg, name, tmp_path / "nni").training_service
+    service = nni_tune.experiment_config(cfg, name, tmp_path / "nni").training_service
     assert service.platform == name
     roles = [service.worker] if name == "kubeflow" else getattr(service, "task_roles", [])
-    assert all(" -m dcsnas.nas.nni_bridge trial train --config " in role.command for role in roles)
+    assert all(" -m dcsnas.nni.tune trial train --config " in role.command for role in roles)
 
 
 def test_tuner_values_become_typed_overrides():
-    assert [nni_bridge._yaml_value(v) for v in (1e-05, 0.5, 3, "adam", True)] == ["1.0e-05", "0.5", "3", "adam",
+    assert [nni_tune._yaml_value(v) for v in (1e-05, 0.5, 3, "adam", True)] == ["1.0e-05", "0.5", "3", "adam",
                                                                                   "true"]
 
 
@@ -255,7 +318,7 @@ def test_manager_preload_binds_servers_to_loopback(tmp_path):
     node = Path(nni_node.__path__[0]) / "node"
     server = "const s = require('http').createServer(); s.listen(0, () => { console.log(s.address().address); " \
              "s.close(); });"
-    with nni_bridge._manager_environment(tmp_path, loopback=True):
+    with nni_tune._manager_environment(tmp_path, loopback=True):
         import os
 
         env = dict(os.environ)

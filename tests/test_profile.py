@@ -1,4 +1,4 @@
-"""Model profiling (dcsnas.engine.profile) and peak memory (dcsnas.utils.memory): keys, exact counts, and
+"""Model profiling (dcsnas.bench.model) and peak memory (dcsnas.bench.memory): keys, exact counts, and
 memory that a forward's tensors must show. No timing assertions."""
 
 import subprocess
@@ -8,10 +8,10 @@ import pytest
 import torch.nn.functional as F
 from torch import nn
 
-from dcsnas.engine.profile import count_inference_params, profile_model, profile_models
+from dcsnas.bench.memory import cpu_peak_supported, memory_env
+from dcsnas.bench.model import count_inference_params, profile_model, profile_models
 from dcsnas.models.builder import ModelConfig, create_model
 from dcsnas.utils.flops import count_flops, count_params
-from dcsnas.utils.memory import cpu_peak_supported, memory_env
 
 KEYS = {"params", "inference_params", "flops", "weights_mb", "latency_ms", "latency_min_ms", "peak_memory_mb",
         "input_shape", "device", "threads", "repeats", "warmup", "memory_method"}
@@ -44,7 +44,7 @@ def test_inference_params_count_functional_and_thresholded_weights_but_not_train
 def test_cpu_peak_memory_sees_a_new_tensor():
     # in a fresh process started the way the profiler starts its memory worker (memory_env): in this long
     # test process malloc may hand back pages that are already resident, which the resident set cannot see
-    code = ("import torch; from dcsnas.utils.memory import peak_memory\n"
+    code = ("import torch; from dcsnas.bench.memory import peak_memory\n"
             "with peak_memory('cpu') as peak:\n    block = torch.ones(2**24)\nprint(peak.mb)")
     out = subprocess.run([sys.executable, "-c", code], env=memory_env(), capture_output=True, text=True, check=True)
     assert 60 <= float(out.stdout) <= 96  # 64 MiB; page accounting is batched per CPU: a margin

@@ -377,6 +377,12 @@ def _width_not_in_space(tmp_path: Path, data: Path, search: Path) -> list[str]:
             "--set", "model.attention=[]", "--out", str(tmp_path / "r")]
 
 
+def _train_width_not_in_space(tmp_path: Path, data: Path, search: Path) -> list[str]:
+    retrain = _width_not_in_space(tmp_path, data, search)
+    arch = retrain[retrain.index("--arch") + 1]
+    return train_args(data, tmp_path / "t", "model.backbone=searched", f"model.arch={arch}", "model.attention=[]")
+
+
 def _bad_image_in_worker(tmp_path: Path, data: Path) -> list[str]:
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
@@ -432,6 +438,7 @@ BAD_INPUTS = [
     ("eval-search-run", "search-eval", "derive its network"),
     ("arch-width-100000", "search-huge", "width in [1, 4096]"),
     ("arch-width-not-in-space", "search-space", "is not an option of the space"),
+    ("train-arch-width-not-in-space", "search-space-train", "is not an option of the space"),
     ("search-into-a-finished-search", "search-again", "already holds a run"),
     ("resume-before-first-checkpoint", "no-checkpoint", "has no checkpoint yet"),
 ]
@@ -449,6 +456,8 @@ def test_bad_input_is_one_clean_line(request, tmp_path, tiny_data, capsys, build
         args = _huge_width(tmp_path, tiny_data, request.getfixturevalue("search_run"))
     elif builder == "search-space":
         args = _width_not_in_space(tmp_path, tiny_data, request.getfixturevalue("search_run"))
+    elif builder == "search-space-train":
+        args = _train_width_not_in_space(tmp_path, tiny_data, request.getfixturevalue("search_run"))
     elif builder == "no-checkpoint":
         run = tmp_path / "stopped"
         shutil.copytree(request.getfixturevalue("finished_run"), run)

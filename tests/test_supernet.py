@@ -10,10 +10,12 @@ import pytest
 import torch
 import yaml
 
+from dcsnas.attention import AttentionBlock
 from dcsnas.errors import ConfigError
 from dcsnas.models.blocks import InvertedResidual
 from dcsnas.models.builder import ModelConfig, create_model
-from dcsnas.nas.arch import derive_arch, write_arch
+from dcsnas.models.arch import write_arch
+from dcsnas.nas.arch import derive_arch
 from dcsnas.nas.cost import measure_costs
 from dcsnas.nas.ops import AttentionAtWidths, MaskedSkip, MixedAttention, MixedBlock
 from dcsnas.nas.recalibration import recalibrate_bn
@@ -171,11 +173,10 @@ def test_supernet_path_computes_the_derived_network(faithful, tmp_path, case):
         set_argmax(supernet, indices)  # evaluation runs the argmax architecture's path
         torch.testing.assert_close(supernet(x), child(x), rtol=1e-9, atol=1e-9)
         set_argmax(supernet, {k: 0 for k in indices})  # α back to another architecture
-        supernet.selection.single_path = False  # the masked path (soft mode) with one-hot weights
-        supernet.selection.weights = {c.key: torch.nn.functional.one_hot(torch.tensor(indices[c.key]),
-                                                                         len(c.options)).double()
-                                      for c in space.choices()}
-        torch.testing.assert_close(supernet.backbone(x), expected, rtol=1e-9, atol=1e-9)
+        one_hot = {c.key: torch.nn.functional.one_hot(torch.tensor(indices[c.key]), len(c.options)).double()
+                   for c in space.choices()}  # the masked path (soft mode) with one-hot weights
+        torch.testing.assert_close(supernet.forward_features(x, one_hot, single_path=False), expected,
+                                   rtol=1e-9, atol=1e-9)
     # training mode (batch statistics; the same DCS gate noise from the same seed): the same function
     trained_supernet, trained_child = copy.deepcopy(supernet).train(), copy.deepcopy(child).train()
     with torch.no_grad(), trained_supernet.fixed_architecture(indices):
@@ -325,7 +326,7 @@ def test_hard_mode_runs_one_candidate_per_choice_and_soft_mode_all(space, mode):
     alphas = supernet.arch.alphas
     assert all(a.grad is not None for a in alphas.values())
     mixed = [m for m in supernet.modules() if isinstance(m, (MixedBlock, MixedAttention)) and m.key in alphas]
-    sampled = {m.key: m.candidates[int(supernet.selection[m.key].argmax())] for m in mixed}
+    sampled = {m.key: m.candidates[int(supernet.sampled[m.key].argmax())] for m in mixed}
     informative = {m.key for m in mixed if mode == "soft" or (isinstance(m, MixedAttention) or m.residual)
                    and not isinstance(sampled[m.key], (MaskedSkip, torch.nn.Identity))}
     assert informative and all(alphas[k].grad.abs().sum() > 1e-8 for k in informative)
@@ -345,3 +346,100 @@ def test_evaluation_runs_the_argmax_path(space):
     for name, module in supernet.named_modules():
         if isinstance(module, MixedBlock):
             assert calls[name][indices[module.keys[0]]] == 1 and sum(calls[name]) == 1
+
+
+def _one_hot(index: int, n: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(index), n).double()
+
+
+def test_a_mixed_op_runs_on_its_own_with_given_weights(space):
+    """A mixed op outside any supernet, given weights as arguments: with one-hot op weights the single
+    (sliced) path and the masked path agree; soft op weights give the weighted sum of the one-hot outputs
+    (Σ w = 1, residual or not); nothing is kept between calls."""
+    torch.manual_seed(0)
+    slot = next(s for s in space.blocks() if s.op.key == "s2/1/op")  # 4 ops incl. skip, widths (12, 16)
+    block = MixedBlock(slot.op, slot.width_in, slot.width_out, slot.stride).double().eval()
+    x = torch.randn(2, 16, 8, 4, dtype=torch.float64)
+    x[:, 12:] = 0  # width 12 active: the channels beyond it are 0, as the previous op leaves them
+    width = _one_hot(0, 2)
+    n_ops = len(slot.op.options)
+    with torch.no_grad():
+        outs = []
+        for j in range(n_ops):
+            weights = {slot.op.key: _one_hot(j, n_ops), slot.width_in.key: width}
+            masked, sliced = block(x, weights, single_path=False), block(x, weights, single_path=True)
+            torch.testing.assert_close(sliced, masked, rtol=1e-12, atol=1e-12)
+            outs.append(masked)
+        assert not torch.allclose(outs[0], outs[3])  # an inverted residual is not the skip
+        soft = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+        weights = {slot.op.key: soft, slot.width_in.key: width}
+        first = block(x, weights, single_path=False)
+        torch.testing.assert_close(first, sum(w * out for w, out in zip(soft, outs)), rtol=1e-12, atol=1e-12)
+        block(x, {slot.op.key: _one_hot(3, n_ops), slot.width_in.key: _one_hot(1, 2)}, single_path=True)
+        assert torch.equal(block(x, weights, single_path=False), first)  # no state from the other call
+
+    choice, stage = space.attention_choice(1), space.stages[1]
+    attention = MixedAttention(choice, stage.widths, space.width_choice(1).key).double().eval()
+    with torch.no_grad():
+        for name, param in attention.named_parameters():
+            if name.endswith("gamma"):
+                param.fill_(0.7)
+    n_att = len(choice.options)
+    with torch.no_grad():
+        outs = [attention(x, {choice.key: _one_hot(j, n_att), "s2/width": width}, single_path=True)
+                for j in range(n_att)]
+        assert torch.equal(outs[0], x) and not torch.allclose(outs[1], x)  # none; CSALR acts
+        soft = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+        mixed = attention(x, {choice.key: soft, "s2/width": width}, single_path=False)
+        torch.testing.assert_close(mixed, sum(w * out for w, out in zip(soft, outs)), rtol=1e-12, atol=1e-12)
+
+
+class _AttentionLeafTracer(torch.fx.Tracer):
+    """Attention modules stay leaves: CSA/CSALR choose their landmark grid from the map size in Python,
+    which a symbolic trace (no concrete shapes) cannot run; the supernet's own plumbing is traced."""
+
+    def is_leaf_module(self, module: torch.nn.Module, name: str) -> bool:
+        return isinstance(module, AttentionBlock) or super().is_leaf_module(module, name)
+
+
+class _FixedWeights(torch.nn.Module):
+    def __init__(self, supernet: SuperNet, weights: dict, single_path: bool):
+        super().__init__()
+        self.supernet, self.weights, self.single_path = supernet, weights, single_path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.supernet(x, self.weights, self.single_path)
+
+
+@pytest.mark.parametrize("single_path", [True, False])
+def test_the_supernet_forward_with_given_weights_traces_with_torch_fx(space, single_path):
+    torch.manual_seed(0)
+    supernet = SuperNet(space, num_classes=5).double().eval()
+    for name, param in supernet.named_parameters():
+        if name.endswith("gamma"):
+            param.data.fill_(0.5)
+    indices = {c.key: len(c.options) - 1 for c in space.choices()}  # widest, DCS-CSALR
+    weights = supernet.arch.one_hot(indices)
+    weights = {k: w.double() for k, w in weights.items()}
+    fixed = _FixedWeights(supernet, weights, single_path)
+    traced = torch.fx.GraphModule(fixed, _AttentionLeafTracer().trace(fixed))
+    mixed_calls = [n for n in traced.graph.nodes if n.op == "call_module" and "candidates" in str(n.target)]
+    assert mixed_calls  # the mixed ops were traced through, down to their candidates' layers
+    for seed in (1, 2):  # other inputs than any seen while tracing
+        x = torch.randn(2, 3, *INPUT, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        with torch.no_grad():
+            torch.testing.assert_close(traced(x), supernet(x, weights, single_path), rtol=1e-12, atol=1e-12)
+            with supernet.fixed_architecture(indices):
+                torch.testing.assert_close(traced(x), supernet(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_the_supernet_forward_compiles(space):
+    torch.manual_seed(0)
+    supernet = SuperNet(space, num_classes=5).eval()
+    indices = {c.key: len(c.options) - 1 for c in space.choices()}
+    weights = supernet.arch.one_hot(indices)
+    compiled = torch.compile(supernet, backend="eager")
+    x = torch.randn(2, 3, *INPUT)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x, weights, True), supernet(x, weights, True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import subprocess
 import sys
@@ -14,7 +15,11 @@ from dcsnas.cli import main as cli_main
 from dcsnas.config import load_config
 from dcsnas.engine.config import TrainConfig
 from dcsnas.errors import ConfigError
-from dcsnas.tune import INSTALL_HINT, NNISearchConfig, TuneConfig, check_trial_keys, write_summary
+from dcsnas.nni.config import INSTALL_HINT, NNISearchConfig, TuneConfig, check_trial_keys
+from dcsnas.nni.summary import write_summary
+
+NNI_MODULES = ["dcsnas.nni.deps", "dcsnas.nni.space", "dcsnas.nni.lightning", "dcsnas.nni.strategies",
+               "dcsnas.nni.tune"]  # the modules that import NNI
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNE_TINY = ROOT / "experiments/cpu/tune_tiny.yaml"
@@ -86,15 +91,16 @@ def test_summary_without_any_result_has_no_best(tmp_path):
 
 @pytest.fixture
 def without_nni(monkeypatch):
-    """Imports of ``nni`` fail, as where it is not installed; the bridge is imported afresh."""
-    for name in [m for m in sys.modules if m == "nni" or m.startswith("nni.") or m == "dcsnas.nas.nni_bridge"]:
+    """Imports of ``nni`` fail, as where it is not installed; the NNI modules are imported afresh."""
+    for name in [m for m in sys.modules if m == "nni" or m.startswith("nni.") or m in NNI_MODULES]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "nni", None)
 
 
-def test_without_nni_the_bridge_says_how_to_install_it(without_nni):
+@pytest.mark.parametrize("module", NNI_MODULES)
+def test_without_nni_the_nni_modules_say_how_to_install_it(without_nni, module):
     with pytest.raises(ConfigError, match="pip install") as info:
-        import dcsnas.nas.nni_bridge  # noqa: F401
+        importlib.import_module(module)
     assert INSTALL_HINT in str(info.value)
 
 
@@ -115,10 +121,11 @@ def test_without_nni_the_cli_and_its_help_work(without_nni, capsys):
     assert info.value.code == 0 and "tune" in capsys.readouterr().out
 
 
-def test_no_dcsnas_module_but_the_bridge_imports_nni():
+def test_no_dcsnas_module_but_the_nni_modules_imports_nni():
+    """Everything else, ``dcsnas.nni`` itself and its config and summary modules included, imports without it."""
     code = ("import importlib, pkgutil, sys, dcsnas\n"
             "for m in pkgutil.walk_packages(dcsnas.__path__, 'dcsnas.'):\n"
-            "    if m.name != 'dcsnas.nas.nni_bridge':\n"
+            f"    if m.name not in {NNI_MODULES!r}:\n"
             "        importlib.import_module(m.name)\n"
             "print(sorted(m for m in sys.modules if m == 'nni' or m.startswith('nni.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)

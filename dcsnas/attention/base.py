@@ -5,7 +5,10 @@ An :class:`AttentionBlock` maps ``x`` [B, C, H, W] to ``x + gamma * fuse(attend(
 - Q, K = 1x1 convs to C' = C / qk_ratio channels, V = 1x1 conv to C channels. With ``groups`` = G the
   feature map is split into G channel groups and attention runs in each group independently (seed 001
   §3.2, multi-head form), so the projections are grouped 1x1 convs and the groups are fused by a 1x1 conv
-  (no fusion conv when G = 1, as in seed 001 eq. 2). The three projections are evaluated as one conv.
+  (no fusion conv when G = 1, as in seed 001 eq. 2). The three projections are one grouped 1x1 conv,
+  ``qkv``, whose output channels are, group after group, the group's Q, K and V channels (one pass over x
+  and one input gradient instead of three). State dicts of the former layout, three convs ``query``,
+  ``key`` and ``value``, load into it (:meth:`AttentionBlock._load_from_state_dict`).
 - ``gamma`` is a learnable scalar initialised to 0: the block is the identity at initialisation.
 - The attention itself is an :class:`AttentionKernel`: a parameter-free functional core that takes Q, K,
   V of every (sample, group) pair, so DCS can gate Q and K and reuse any kernel (SA, CSA, CSALR).
@@ -27,10 +30,10 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcsnas.errors import ConfigError
@@ -74,6 +77,25 @@ def no_autocast(t: Tensor):
     return contextlib.nullcontext() if t.device.type == "meta" else torch.autocast(t.device.type, enabled=False)
 
 
+def _fuse_rows(parts: Sequence[Tensor], groups: int) -> Tensor:
+    """Output-channel tensors (weights or biases) of grouped convs fused into one grouped conv's: group g
+    of the result holds group g of every part, in order."""
+    return torch.cat([p.unflatten(0, (groups, -1)) for p in parts], 1).flatten(0, 1)
+
+
+def _fused_projection(channels: int, groups: int, out_channels: Sequence[int]) -> nn.Conv2d:
+    """The grouped 1x1 conv of Q, K and V (``out_channels`` = C', C', C), initialised with the values that
+    three separate convs built in that order draw: the same distribution (each has fan-in C/G) and the same
+    random stream, so a seed gives the initial weights it gave to the former three-conv layout."""
+    parts = [nn.Conv2d(channels, n, 1, groups=groups) for n in out_channels]
+    fused = nn.utils.skip_init(nn.Conv2d, channels, sum(out_channels), 1, groups=groups,
+                               device=parts[0].weight.device, dtype=parts[0].weight.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(_fuse_rows([p.weight for p in parts], groups))
+        fused.bias.copy_(_fuse_rows([p.bias for p in parts], groups))
+    return fused
+
+
 class AttentionKernel(nn.Module, ABC):
     """Parameter-free attention core on per-group tensors, channels first.
 
@@ -85,7 +107,7 @@ class AttentionKernel(nn.Module, ABC):
     @abstractmethod
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, size: tuple[int, int], need_weights: bool = False
-    ) -> tuple[Tensor, Optional[Tensor]]:
+    ) -> tuple[Tensor, Tensor | None]:
         ...
 
     def forward_flops(self, q: Shape, k: Shape, v: Shape, size: tuple[int, int], need_weights: bool = False) -> int:
@@ -116,8 +138,6 @@ class AttentionBlock(nn.Module):
         qk_ratio: C' = C / qk_ratio query/key channels (C'/G per group, at least 1).
         return_attention: ``forward`` returns ``(y, A)`` with ``A`` [B, G, n, n] (visualisation only: it
             materialises the n x n map).
-        keep_output: keep the fused attention output (before gamma and the residual) in ``last_output``,
-            for a deep-supervision head (seed 001 §3.3).
     """
 
     def __init__(
@@ -127,7 +147,6 @@ class AttentionBlock(nn.Module):
         groups: int = 1,
         qk_ratio: float = 8,
         return_attention: bool = False,
-        keep_output: bool = False,
     ) -> None:
         super().__init__()
         if not is_positive_int(channels):
@@ -147,42 +166,46 @@ class AttentionBlock(nn.Module):
         self.groups = groups
         self.qk_channels = qk_per_group * groups
         self.return_attention = bool(return_attention)
-        self.keep_output = bool(keep_output)
-        self.last_output: Optional[Tensor] = None
-        self.query = nn.Conv2d(channels, self.qk_channels, 1, groups=groups)
-        self.key = nn.Conv2d(channels, self.qk_channels, 1, groups=groups)
-        self.value = nn.Conv2d(channels, channels, 1, groups=groups)
+        self.qkv = _fused_projection(channels, groups, (self.qk_channels, self.qk_channels, channels))
         self.kernel = kernel
         self.fuse = nn.Conv2d(channels, channels, 1) if groups > 1 else nn.Identity()
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Q, K [B*G, C'/G, n] and V [B*G, C/G, n] of ``x`` [B, C, H, W].
-
-        The three 1x1 convs run as one grouped conv over their concatenated weights: one pass over x and
-        one input gradient instead of three (about half the projection time on CPU, same FLOPs).
-        """
-        convs = (self.query, self.key, self.value)
-        weight = torch.cat([c.weight.unflatten(0, (self.groups, -1)) for c in convs], 1).flatten(0, 1)
-        bias = torch.cat([c.bias.unflatten(0, (self.groups, -1)) for c in convs], 1).flatten()
+        """Q, K [B*G, C'/G, n] and V [B*G, C/G, n] of ``x`` [B, C, H, W]."""
         batch, _, height, width = x.shape
-        qkv = F.conv2d(x, weight, bias, groups=self.groups).reshape(batch * self.groups, -1, height * width)
+        qkv = self.qkv(x).reshape(batch * self.groups, -1, height * width)
         qk = self.qk_channels // self.groups
         return qkv[:, :qk], qkv[:, qk : 2 * qk], qkv[:, 2 * qk :]
 
-    def forward(self, x: Tensor, return_attention: Optional[bool] = None):
-        """``x`` [B, C, H, W] -> [B, C, H, W]; with ``return_attention`` also the map [B, G, n, n]."""
+    def forward(self, x: Tensor, return_attention: bool | None = None, return_branch: bool = False):
+        """``x`` [B, C, H, W] -> ``out`` = x + gamma * branch [B, C, H, W], where branch = fuse(attend(Q, K, V))
+        is the attention output before gamma and the residual.
+
+        Returns ``out``, or a tuple ``(out, A)`` with ``return_attention`` (the map [B, G, n, n]),
+        ``(out, branch)`` with ``return_branch`` (for a deep-supervision head, seed 001 §3.3), or
+        ``(out, A, branch)`` with both.
+        """
         need_weights = self.return_attention if return_attention is None else return_attention
         batch, channels, height, width = x.shape
         q, k, v = self.project(x)
         y, attn = self.kernel(q, k, v, (height, width), need_weights)
         y = self.fuse(y.reshape(batch, channels, height, width))
-        if self.keep_output:
-            self.last_output = y
         out = torch.addcmul(x, self.gamma, y)
-        if need_weights:
-            return out, attn.unflatten(0, (batch, self.groups))
-        return out
+        extras = ((attn.unflatten(0, (batch, self.groups)),) if need_weights else ()) + ((y,) if return_branch else ())
+        return (out, *extras) if extras else out
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Also loads the former layout: ``query``, ``key``, ``value`` convs fused into ``qkv`` (per group:
+        Q, K, V rows)."""
+        old = [f"{prefix}{name}.{kind}" for kind in ("weight", "bias") for name in ("query", "key", "value")]
+        if f"{prefix}qkv.weight" not in state_dict and all(key in state_dict for key in old):
+            for kind in ("weight", "bias"):
+                parts = [state_dict.pop(f"{prefix}{name}.{kind}") for name in ("query", "key", "value")]
+                state_dict[f"{prefix}qkv.{kind}"] = _fuse_rows(parts, self.groups)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def flops(self, input_shape: Shape) -> int:
         """Forward FLOPs on an input of ``input_shape`` = (B, C, H, W): the projections, the kernel

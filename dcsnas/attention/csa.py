@@ -71,7 +71,7 @@ class CompressedSelfAttention(AttentionBlock):
         channels: C.
         landmarks: base vectors per group, a count M (default 96) or a grid (H', W').
         scale: ``"1"`` (as in the papers) or ``"sqrt"`` (1/sqrt(C')).
-        **common: ``groups``, ``qk_ratio``, ``return_attention``, ``keep_output`` (see ``AttentionBlock``).
+        **common: ``groups``, ``qk_ratio``, ``return_attention`` (see ``AttentionBlock``).
     """
 
     def __init__(self, channels: int, landmarks: Landmarks = 96, scale: str = "1", **common) -> None:

@@ -42,7 +42,7 @@ class DCSAttention(AttentionBlock):
         backend: attention kernel, ``"sa"``, ``"csa"`` or ``"csalr"``.
         tau: Gumbel-sigmoid temperature (> 0); the trainer anneals it through ``module.tau = ...``.
         gate_bias: initial gate logit (weights start at 0).
-        groups, qk_ratio, return_attention, keep_output: see ``AttentionBlock``.
+        groups, qk_ratio, return_attention: see ``AttentionBlock``.
         **backend_options: options of the backend kernel: ``scale`` (all), ``explicit`` (SA), ``landmarks``
             (CSA, CSALR).
 
@@ -58,7 +58,6 @@ class DCSAttention(AttentionBlock):
         groups: int = 1,
         qk_ratio: float = 8,
         return_attention: bool = False,
-        keep_output: bool = False,
         **backend_options,
     ) -> None:
         if backend not in BACKENDS:
@@ -66,7 +65,7 @@ class DCSAttention(AttentionBlock):
         kernel_cls = BACKENDS[backend]
         super().__init__(
             channels, kernel_cls(**backend_options), groups=groups, qk_ratio=qk_ratio,
-            return_attention=return_attention, keep_output=keep_output,
+            return_attention=return_attention,
         )
         self.backend = backend
         self.tau = tau

@@ -7,8 +7,7 @@ with cross entropy (weight lambda = 1 in eq. 18). Here "the output before the re
 fused attention output ``fuse(attn(x))`` without ``gamma``: gamma belongs to the residual gate, and with
 gamma = 0 at initialisation the branch would otherwise pass no gradient to the attention weights.
 
-Usage: build the block with ``keep_output=True``; after ``out = block(x)``,
-``logits = head(x, block.last_output)``.
+Usage: ``out, branch = block(x, return_branch=True)``; ``logits = head(x, branch)``.
 """
 
 from __future__ import annotations

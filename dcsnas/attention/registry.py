@@ -1,7 +1,9 @@
 """Attention modules by name: ``create_attention("csalr", 256, landmarks=96, groups=2)``.
 
-Names: ``sa``, ``csa``, ``csalr``, ``dcs`` (with ``backend="sa"|"csa"|"csalr"``). Unknown names and options
-raise :class:`~dcsnas.errors.ConfigError` naming the option, its value and what is allowed.
+Names: ``sa``, ``csa``, ``csalr``, ``dcs`` (with ``backend="sa"|"csa"|"csalr"``), in the registry
+``ATTENTIONS`` (:class:`~dcsnas.utils.registry.Registry`; the modules are registered here, where the registry
+can import them all). Unknown names and options raise :class:`~dcsnas.errors.ConfigError` naming the option,
+its value and what is allowed.
 """
 
 from __future__ import annotations
@@ -9,19 +11,19 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from dcsnas.attention.base import AttentionBlock, option_error
+from dcsnas.attention.base import AttentionBlock
 from dcsnas.attention.csa import CompressedSelfAttention
 from dcsnas.attention.csalr import CSALRAttention
 from dcsnas.attention.dcs import BACKENDS, DCSAttention
 from dcsnas.attention.sa import SelfAttention
 from dcsnas.errors import ConfigError
+from dcsnas.utils.registry import Registry
 
-ATTENTIONS: dict[str, type[AttentionBlock]] = {
-    "sa": SelfAttention,
-    "csa": CompressedSelfAttention,
-    "csalr": CSALRAttention,
-    "dcs": DCSAttention,
-}
+ATTENTIONS: Registry[type[AttentionBlock]] = Registry("attention")
+ATTENTIONS.register("sa")(SelfAttention)
+ATTENTIONS.register("csa")(CompressedSelfAttention)
+ATTENTIONS.register("csalr")(CSALRAttention)
+ATTENTIONS.register("dcs")(DCSAttention)
 
 
 def _keyword_names(fn) -> set[str]:
@@ -40,8 +42,7 @@ def attention_options(name: str, backend: str = "sa") -> set[str]:
 
 def create_attention(name: str, channels: int, **options: Any) -> AttentionBlock:
     """Build the attention module ``name`` for ``channels`` input channels."""
-    if name not in ATTENTIONS:
-        raise option_error("name", name, "one of " + ", ".join(repr(n) for n in ATTENTIONS))
+    module = ATTENTIONS.get(name, "attention option 'name'")
     backend = options.get("backend", "sa")
     allowed = attention_options(name, backend)
     for key, value in options.items():
@@ -50,4 +51,4 @@ def create_attention(name: str, channels: int, **options: Any) -> AttentionBlock
                 f"attention option '{key}' = {value!r}: no such option for '{name}'"
                 f"{f' with backend {backend!r}' if name == 'dcs' else ''}; allowed: {', '.join(sorted(allowed))}"
             )
-    return ATTENTIONS[name](channels, **options)
+    return module(channels, **options)

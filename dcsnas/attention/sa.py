@@ -59,7 +59,7 @@ class SelfAttention(AttentionBlock):
         channels: C.
         scale: ``"1"`` (seed 001 eq. 1) or ``"sqrt"`` (1/sqrt(C')).
         explicit: compute the n x n map as a tensor instead of through SDPA.
-        **common: ``groups``, ``qk_ratio``, ``return_attention``, ``keep_output`` (see ``AttentionBlock``).
+        **common: ``groups``, ``qk_ratio``, ``return_attention`` (see ``AttentionBlock``).
     """
 
     def __init__(self, channels: int, scale: str = "1", explicit: bool = False, **common) -> None:

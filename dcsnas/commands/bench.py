@@ -42,8 +42,8 @@ def _run_attention(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name} must be a positive integer, got {value}")
-    from dcsnas.attention.bench import run_benchmark
-    from dcsnas.engine.trainer import resolve_device
+    from dcsnas.bench.attention import run_benchmark
+    from dcsnas.engine.device import resolve_device
     from dcsnas.utils.io import atomic_write_json
 
     device = str(resolve_device(args.device))
@@ -83,17 +83,17 @@ def _run_model(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     import torch
 
+    from dcsnas.bench.model import profile_model, train_throughput
     from dcsnas.config import load_config
     from dcsnas.engine.config import TrainConfig
-    from dcsnas.engine.profile import profile_model, train_throughput
-    from dcsnas.engine.trainer import resolve_device
+    from dcsnas.engine.device import resolve_device
     from dcsnas.models.builder import create_model
-    from dcsnas.nas.arch import load_arch
+    from dcsnas.nas.arch import load_arch_in_space
     from dcsnas.utils.io import atomic_write_json
 
     extra = []
     if args.arch:  # the arch's own input size, unless --set overrides it
-        height, width = load_arch(args.arch).input_size
+        height, width = load_arch_in_space(args.arch).input_size
         extra = ["model.backbone=searched", f"model.arch={args.arch}", f"data.transforms.height={height}",
                  f"data.transforms.width={width}"]
     cfg = load_config(TrainConfig, args.config, [*extra, *args.overrides])

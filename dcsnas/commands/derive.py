@@ -20,7 +20,8 @@ def run(args: argparse.Namespace) -> None:
     from dcsnas.config import from_dict
     from dcsnas.engine.checkpoint import load_checkpoint
     from dcsnas.engine.rundir import open_run_dir
-    from dcsnas.nas.arch import derive_arch, write_arch
+    from dcsnas.models.arch import write_arch
+    from dcsnas.nas.arch import derive_arch
     from dcsnas.nas.config import SearchConfig
     from dcsnas.nas.cost import cached_costs
     from dcsnas.nas.distribution import ArchDistribution

@@ -22,9 +22,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     from dcsnas.commands.train import prepare_run, train_and_report
     from dcsnas.engine.trainer import Trainer
-    from dcsnas.nas.arch import SPACE_FILE, load_arch, write_arch
+    from dcsnas.models.arch import write_arch
+    from dcsnas.nas.arch import SPACE_FILE, load_arch_in_space
 
-    arch = load_arch(args.arch)
+    arch = load_arch_in_space(args.arch)
     if not (Path(args.arch).parent / SPACE_FILE).is_file():
         warnings.warn(f"no {SPACE_FILE} beside '{args.arch}' (it is not in its search's run directory), so its "
                       f"widths, ops and attentions are not checked against the space '{arch.space}' it names")

@@ -17,15 +17,20 @@ def register(subparsers) -> None:
 
 
 def prepare_run(args: argparse.Namespace, command: str, schema=None, extra_overrides: tuple[str, ...] = ()):
-    """Load the config (``--config`` + ``--set``) and create the run directory (or reopen it for ``--resume``),
-    locked by this process (rank 0 under torchrun)."""
+    """Load the config (``--config`` + ``--set``; a ``searched`` model's arch.json is checked against the space
+    beside it) and create the run directory (or reopen it for ``--resume``), locked by this process (rank 0
+    under torchrun)."""
     from dcsnas.config import PATH_KEYS, load_config
     from dcsnas.engine.config import TrainConfig
     from dcsnas.engine.rundir import RunDir, create_run_dir, lock_run_dir, open_run_dir
     from dcsnas.errors import ConfigError
+    from dcsnas.nas.arch import load_arch_in_space
 
     cfg = load_config(schema or TrainConfig, args.config, [*extra_overrides, *args.overrides],
                       required_paths=PATH_KEYS)
+    model = getattr(cfg, "model", None)
+    if model is not None and model.backbone == "searched" and model.arch:
+        load_arch_in_space(model.arch)  # a derived architecture must be one of the space its search kept beside it
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out DIR: the run directory to continue")
     if args.resume and args.force:

@@ -1,6 +1,6 @@
 """``dcsnas tune --config FILE``: an NNI hyper-parameter experiment (TPE by default) whose trials are
 ``dcsnas train``/``retrain`` runs; writes the trials' summary into the run directory (see
-:class:`dcsnas.tune.TuneConfig` and ``experiments/cpu/tune_tiny.yaml``). Needs NNI 3.0. Exits with 1 when
+:class:`dcsnas.nni.config.TuneConfig` and ``experiments/cpu/tune_tiny.yaml``). Needs NNI 3.0. Exits with 1 when
 no trial succeeded."""
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from dcsnas.config import load_config
     from dcsnas.engine.rundir import create_run_dir
-    from dcsnas.tune import TuneConfig
+    from dcsnas.nni.config import TuneConfig
 
     cfg = load_config(TuneConfig, args.config, args.overrides)
-    from dcsnas.nas.nni_bridge import run_tune
+    from dcsnas.nni.tune import run_tune  # needs NNI: after the config is checked
 
     run_dir = create_run_dir(args.out, "tune", cfg, force=args.force)
     summary = run_tune(cfg, run_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dcsnas.data.registry import build_dataset
 from dcsnas.data.transforms import TransformConfig
 
 
@@ -31,6 +32,4 @@ class DataConfig:
 
     def load(self):
         """The :class:`~dcsnas.data.base.ReIDDataset` this config names."""
-        from dcsnas.data.registry import build_dataset
-
         return build_dataset(self.dataset, self.root, **self.options)

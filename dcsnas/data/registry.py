@@ -1,12 +1,15 @@
-"""Data sets by name: ``build_dataset(name, root, **options)``."""
+"""Data sets by name: ``build_dataset(name, root, **options)``; registry ``DATASETS``
+(:class:`~dcsnas.utils.registry.Registry`; the loaders of the other modules are registered here, where the
+registry can import them all).
+"""
 
 from __future__ import annotations
 
 import functools
-import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dcsnas.data.base import ReIDDataset
 from dcsnas.data.cuhk03 import load_cuhk03
@@ -15,9 +18,18 @@ from dcsnas.data.folder import load_folder_dataset
 from dcsnas.data.market1501 import load_market1501
 from dcsnas.data.msmt17 import load_msmt17
 from dcsnas.data.synthetic import META_NAME
-from dcsnas.errors import ConfigError, DataError
+from dcsnas.errors import DataError
+from dcsnas.utils.registry import Registry
+
+DATASETS: Registry[Callable[..., ReIDDataset]] = Registry("data set")
+DATASETS.register("market1501")(load_market1501)
+DATASETS.register("dukemtmcreid")(load_dukemtmcreid)
+DATASETS.register("cuhk03")(load_cuhk03)
+DATASETS.register("msmt17")(load_msmt17)
+DATASETS.register("folder")(functools.partial(load_folder_dataset, "folder"))
 
 
+@DATASETS.register("synthetic")
 def load_synthetic(root: str | Path) -> ReIDDataset:
     """The synthetic data set written by ``dcsnas data synth`` (Market-1501 layout and naming); one whose
     ``synth_meta.json`` says it is not complete (a stopped ``data synth``) is refused."""
@@ -34,24 +46,6 @@ def load_synthetic(root: str | Path) -> ReIDDataset:
     return load_folder_dataset("synthetic", root)
 
 
-DATASETS: dict[str, Callable[..., ReIDDataset]] = {
-    "market1501": load_market1501,
-    "dukemtmcreid": load_dukemtmcreid,
-    "cuhk03": load_cuhk03,
-    "msmt17": load_msmt17,
-    "synthetic": load_synthetic,
-    "folder": functools.partial(load_folder_dataset, "folder"),
-}
-
-
 def build_dataset(name: str, root: str | Path, **options: Any) -> ReIDDataset:
     """Load data set ``name`` from ``root``; ``options`` are the loader's keyword arguments (checked)."""
-    if name not in DATASETS:
-        raise ConfigError(f"unknown data set {name!r}; available: {', '.join(sorted(DATASETS))}")
-    loader = DATASETS[name]
-    allowed = [k for k in inspect.signature(loader).parameters if k != "root"]
-    unknown = [k for k in options if k not in allowed]
-    if unknown:
-        raise ConfigError(f"data set {name!r} has no option {unknown[0]!r}; "
-                          f"allowed: {', '.join(allowed) if allowed else 'none'}")
-    return loader(root, **options)
+    return DATASETS.create(name, "data.dataset", root, **options)

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 import dcsnas.data.synthetic_render as render
-from dcsnas.engine.logging import progress
 from dcsnas.errors import DataError
 from dcsnas.utils.io import atomic_write_json
+from dcsnas.utils.progress import progress
 
 GENERATOR_VERSION = 1
 META_NAME = "synth_meta.json"

@@ -1,4 +1,5 @@
-"""The config schema of ``dcsnas train`` and ``dcsnas retrain``."""
+"""The config schema of ``dcsnas train`` and ``dcsnas retrain``: the run settings and the engine's own sections
+(``eval``, ``schedule``); the data, loss, optimizer and model sections live with their code."""
 
 from __future__ import annotations
 
@@ -7,11 +8,30 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from dcsnas.data.config import DataConfig
-from dcsnas.engine.evaluator import EvalConfig
 from dcsnas.engine.optim import OptimConfig
 from dcsnas.errors import ConfigError
 from dcsnas.losses.criterion import LossConfig
 from dcsnas.models.builder import ModelConfig
+
+
+@dataclass
+class EvalConfig:
+    """The ``eval`` config section. ``every``: evaluate on the test split every N epochs (0: at the end
+    only); the test split is reported, never used to select a checkpoint. ``val_identities`` > 0 carves a
+    validation query/gallery split from that many training identities, and ``best.pt`` is chosen on it.
+    ``before_training`` also evaluates the untrained model (the run's chance-level reference).
+    ``protocol``: ``market`` (Market-1501 style, every data set's default) or ``cuhk03`` (the classic
+    CUHK03 single-gallery-shot protocol, random gallery draws seeded by ``protocol_seed``)."""
+
+    every: int = 10
+    before_training: bool = False
+    flip: bool = False
+    rerank: bool = False
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+    max_rank: int = 50
+    val_identities: int = 0
+    protocol: Literal["market", "cuhk03"] = "market"
+    protocol_seed: int = 0
 
 
 @dataclass

@@ -3,36 +3,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from dcsnas.config import from_dict
 from dcsnas.data.base import ImageRecord
 from dcsnas.data.loaders import build_test_loader
-from dcsnas.engine.logging import progress
-
-
-@dataclass
-class EvalConfig:
-    """The ``eval`` config section. ``every``: evaluate on the test split every N epochs (0: at the end
-    only); the test split is reported, never used to select a checkpoint. ``val_identities`` > 0 carves a
-    validation query/gallery split from that many training identities, and ``best.pt`` is chosen on it.
-    ``before_training`` also evaluates the untrained model (the run's chance-level reference).
-    ``protocol``: ``market`` (Market-1501 style, every data set's default) or ``cuhk03`` (the classic
-    CUHK03 single-gallery-shot protocol, random gallery draws seeded by ``protocol_seed``)."""
-
-    every: int = 10
-    before_training: bool = False
-    flip: bool = False
-    rerank: bool = False
-    metric: Literal["euclidean", "cosine"] = "euclidean"
-    max_rank: int = 50
-    val_identities: int = 0
-    protocol: Literal["market", "cuhk03"] = "market"
-    protocol_seed: int = 0
+from dcsnas.data.transforms import build_transforms
+from dcsnas.engine.checkpoint import load_checkpoint, load_model_state
+from dcsnas.engine.config import EvalConfig, TrainConfig
+from dcsnas.engine.device import resolve_device
+from dcsnas.engine.rundir import open_run_dir
+from dcsnas.metrics import evaluate_features, summarize
+from dcsnas.models.builder import create_model
+from dcsnas.utils.progress import progress
 
 
 @torch.no_grad()
@@ -60,8 +47,6 @@ def evaluate_model(model: nn.Module, query: Sequence[ImageRecord], gallery: Sequ
                    cfg: EvalConfig, batch_size: int, device: torch.device, num_workers: int = 0,
                    amp_dtype: torch.dtype | None = None, show_progress: bool = True) -> dict:
     """mAP, mINP, CMC (rank-1/5/10) of ``model`` on a query/gallery split."""
-    from dcsnas.metrics import evaluate_features, summarize
-
     qf = extract_features(model, query, transform, batch_size, device, cfg.flip, num_workers, amp_dtype,
                           "query features", show_progress)
     gf = extract_features(model, gallery, transform, batch_size, device, cfg.flip, num_workers, amp_dtype,
@@ -73,21 +58,12 @@ def evaluate_model(model: nn.Module, query: Sequence[ImageRecord], gallery: Sequ
     return summarize(result)
 
 
-
 def extract_run_features(run_path, checkpoint: str = "last", flip: bool | None = None, device: str = "auto",
                          show_progress: bool = True) -> tuple[dict, dict]:
     """Query and gallery features of a trained run: its model is rebuilt from the saved config and
     ``checkpoints/<checkpoint>.pt`` is loaded. Returns ``(arrays, info)``: ``arrays`` has the keys of a
     features file (qf, gf, q_pids, g_pids, q_camids, g_camids, q_paths, g_paths); ``info`` names the run,
     checkpoint, epoch, data set and the run's eval settings."""
-    from dcsnas.config import from_dict
-    from dcsnas.data.transforms import build_transforms
-    from dcsnas.engine.checkpoint import load_checkpoint, load_model_state
-    from dcsnas.engine.config import TrainConfig
-    from dcsnas.engine.rundir import open_run_dir
-    from dcsnas.engine.trainer import resolve_device
-    from dcsnas.models.builder import create_model
-
     run = open_run_dir(run_path)
     cfg = from_dict(TrainConfig, run.saved_config())
     flip = cfg.eval.flip if flip is None else flip

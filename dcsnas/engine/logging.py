@@ -1,24 +1,12 @@
-"""Logging: TensorBoard scalars/images/text and tqdm progress bars.
+"""Logging: TensorBoard scalars/images/text (progress bars: :mod:`dcsnas.utils.progress`).
 
 TensorBoard is imported only when a :class:`RunLogger` is created, so importing dcsnas stays cheap.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
-
-from tqdm.auto import tqdm
-
-T = TypeVar("T")
-
-
-def progress(iterable: Iterable[T], desc: str, total: int | None = None, enabled: bool = True, **kwargs: Any) -> Iterable[T]:
-    """A tqdm progress bar on stderr; ``enabled=False`` (or a non-main DDP rank) gives the bare iterable."""
-    if not enabled:
-        return iterable
-    return tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, file=sys.stderr, leave=False, **kwargs)
+from typing import Any
 
 
 class RunLogger:

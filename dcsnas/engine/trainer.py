@@ -14,41 +14,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from dcsnas.attention import DCSAttention
 from dcsnas.config import to_dict
 from dcsnas.data.base import hold_out_identities
-from dcsnas.data.loaders import build_train_loader
+from dcsnas.data.loaders import build_test_loader, build_train_loader
 from dcsnas.data.transforms import build_transforms
 from dcsnas.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint, set_rng_state
 from dcsnas.engine.config import TrainConfig
+from dcsnas.engine.device import resolve_device
 from dcsnas.engine.distributed import all_reduce_mean, barrier, broadcast_tensors, gather_strided, init_distributed
 from dcsnas.engine.evaluator import evaluate_model
-from dcsnas.engine.logging import RunLogger, progress
+from dcsnas.engine.logging import RunLogger
 from dcsnas.engine.optim import build_optimizer, build_scheduler
 from dcsnas.engine.rundir import RunDir, lock_run_dir, same_config
 from dcsnas.errors import ConfigError
+from dcsnas.losses import InformationBottleneck
 from dcsnas.losses.criterion import ReIDCriterion
 from dcsnas.models.builder import create_model
 from dcsnas.utils.io import atomic_write_bytes
+from dcsnas.utils.progress import progress
 from dcsnas.utils.seed import seed_everything
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU; ``cuda`` where there is none is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device = {name!r}; expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device = {name!r} but CUDA is not available here; use device=auto or cpu")
-    return device
 
 
 def dcs_modules(model: nn.Module) -> list[nn.Module]:
     """The DCS attention modules of ``model`` (those with a gate temperature ``tau``)."""
-    from dcsnas.attention import DCSAttention
-
     return [m for m in model.modules() if isinstance(m, DCSAttention)]
 
 
@@ -148,8 +137,6 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- state
     def _build_ib(self):
         """The IB bound of DESIGN §4: k = ``loss.ib_clusters`` (default: the training identities) for F and X."""
-        from dcsnas.losses import InformationBottleneck
-
         k = self.cfg.loss.ib_clusters or self.num_classes
         return InformationBottleneck(num_feature_clusters=k, num_input_clusters=k, seed=self.cfg.seed,
                                      ixf=self.cfg.loss.ib_ixf).to(self.device)
@@ -255,8 +242,6 @@ class Trainer:
         eval transforms, BN in eval mode, no gradient. Under DDP each rank embeds every world_size-th image,
         the features are all-gathered in the split's order, rank 0 clusters them and broadcasts the result,
         so every rank holds the same centroids and Q."""
-        from dcsnas.data.loaders import build_test_loader
-
         features, inputs, labels = [], [], []
         was_training = self.model.training
         self.model.eval()

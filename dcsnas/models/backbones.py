@@ -2,17 +2,25 @@
 
 A backbone is a :class:`Backbone`: ``stages`` (an ``nn.ModuleDict`` run in order) and the channel count
 after each stage. Built from torchvision's ResNet-50 and MobileNetV2, with the last stride set to 1 as
-usual for Re-ID (a 256×128 input gives a 16×8 final map instead of 8×4).
+usual for Re-ID (a 256×128 input gives a 16×8 final map instead of 8×4). By name:
+``create_backbone("mobilenetv2", width_mult=0.5)``; registry ``BACKBONES``
+(:class:`~dcsnas.utils.registry.Registry`).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models import MobileNet_V2_Weights, ResNet50_Weights, mobilenet_v2
+from torchvision.models import resnet50 as tv_resnet50
 
 from dcsnas.errors import ConfigError
+from dcsnas.utils.registry import Registry
+
+BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
 
 
 class Backbone(nn.Module):
@@ -49,12 +57,10 @@ def _load_weights(builder: Callable, weights_enum, pretrained: bool, name: str) 
         ) from None
 
 
+@BACKBONES.register("resnet50")
 def resnet50(pretrained: bool = False, last_stride: int = 1) -> Backbone:
     """torchvision ResNet-50: stages stem (stride 4, 64 ch), layer1 (4, 256), layer2 (8, 512),
     layer3 (16, 1024), layer4 (16 or 32, 2048)."""
-    from torchvision.models import ResNet50_Weights
-    from torchvision.models import resnet50 as tv_resnet50
-
     net = _load_weights(tv_resnet50, ResNet50_Weights, pretrained, "resnet50")
     if last_stride not in (1, 2):
         raise ConfigError(f"model.last_stride = {last_stride}; allowed: 1, 2")
@@ -69,12 +75,10 @@ def resnet50(pretrained: bool = False, last_stride: int = 1) -> Backbone:
     return Backbone(stages, channels, strides)
 
 
+@BACKBONES.register("mobilenetv2")
 def mobilenetv2(pretrained: bool = False, last_stride: int = 1, width_mult: float = 1.0) -> Backbone:
     """torchvision MobileNetV2 split by resolution: stem (stride 2), stage1 (4), stage2 (8), stage3 (16),
     stage4 (16 or 32, ending with the 1×1 conv to 1280·max(1, width_mult) channels)."""
-    from torchvision.models import MobileNet_V2_Weights
-    from torchvision.models import mobilenet_v2
-
     if last_stride not in (1, 2):
         raise ConfigError(f"model.last_stride = {last_stride}; allowed: 1, 2")
     if pretrained and width_mult != 1.0:
@@ -97,4 +101,9 @@ def _out_channels(module: nn.Module) -> int:
     return convs[-1].out_channels
 
 
-BACKBONES: dict[str, Callable[..., Backbone]] = {"resnet50": resnet50, "mobilenetv2": mobilenetv2}
+def create_backbone(name: str, context: str = "model.backbone", extra: tuple[str, ...] = (),
+                    **options: Any) -> Backbone:
+    """The backbone ``name`` with its keyword ``options`` (``pretrained``, ``last_stride``, MobileNetV2's
+    ``width_mult``). Unknown names or options: :class:`ConfigError` naming ``context`` and listing the
+    names (``extra``: names the caller builds itself, listed too)."""
+    return BACKBONES.create(name, context, extra=extra, **options)

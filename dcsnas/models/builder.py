@@ -1,10 +1,12 @@
 """The Re-ID model: backbone stages, attention modules after chosen stages, optional deep supervision,
-and a head. ``create_model(cfg, num_classes)`` builds it from the ``model`` config section.
+and a head. ``create_model(cfg, num_classes)`` builds it from the ``model`` config section,
+``create_model("mobilenetv2", num_classes, width_mult=0.5)`` from a backbone name and config fields.
 
-Contract (timm style): ``forward_features(x) -> Tensor[B, C, h, w]`` (the final map),
-``forward_head(fmap)`` (see :mod:`dcsnas.models.heads`), ``forward(x)`` = both, plus in training
-``aux_logits`` (one logits tensor per deep-supervision branch) and ``pooled`` (the final map's global
-average, ``[B, C]``: the features of the Information-Bottleneck bound).
+Contract: ``forward_features(x)`` -> the final map ``Tensor[B, C, h, w]``; ``forward_head(fmap)`` -> the
+head's output (:mod:`dcsnas.models.heads`); ``forward(x)`` (torchreid style) -> in training mode the dict
+the losses read: the head's ``logits`` (list) and ``features``, plus ``aux_logits`` (one logits tensor per
+deep-supervision branch) and ``pooled`` (the final map's global average ``[B, C]``, the features of the
+Information-Bottleneck bound); in evaluation mode the test embedding ``Tensor[B, embedding_dim]``.
 """
 
 from __future__ import annotations
@@ -15,25 +17,28 @@ from typing import Any, Literal, Optional
 import torch
 from torch import nn
 
+from dcsnas.attention import DeepSupervisionHead, create_attention
+from dcsnas.config import from_dict
 from dcsnas.errors import ConfigError
-from dcsnas.models.backbones import BACKBONES, Backbone
-from dcsnas.models.heads import HEADS
-
+from dcsnas.models.arch import load_arch
+from dcsnas.models.backbones import Backbone, create_backbone
+from dcsnas.models.heads import create_head
+from dcsnas.models.searched import build_searched_backbone
 
 # Options of the attention modules that a model config may not set: ``return_attention`` makes a module
 # return (output, map), which a network cannot chain (the maps are read by calling the module with
-# ``return_attention=True``, e.g. ``dcsnas bench``); ``keep_output`` is set by ``deep_supervision``.
+# ``return_attention=True``, e.g. ``dcsnas bench``).
 RESERVED_ATTENTION_OPTIONS = {
     "return_attention": "a model's attention returns its output only; call the module with return_attention=True "
                         "to read the maps",
-    "keep_output": "it is internal; set deep_supervision: true on the placement instead",
 }
 
 
 @dataclass
 class AttentionPlacement:
     """An attention module (any :func:`dcsnas.attention.create_attention` spec) after backbone stage ``stage``;
-    the options ``return_attention`` and ``keep_output`` are refused (see ``RESERVED_ATTENTION_OPTIONS``)."""
+    the option ``return_attention`` is refused (see ``RESERVED_ATTENTION_OPTIONS``); ``deep_supervision`` adds a
+    :class:`~dcsnas.attention.DeepSupervisionHead` on the module's output before the residual."""
 
     stage: str
     name: str = "csalr"
@@ -58,6 +63,9 @@ class ModelConfig:
 
 
 class ReIDModel(nn.Module):
+    """Backbone stages, each optionally followed by an attention module (and its deep-supervision head),
+    then the head; outputs in the module docstring."""
+
     def __init__(self, backbone: Backbone, head: nn.Module, attentions: dict[str, nn.Module],
                  deep_supervision: dict[str, nn.Module]):
         super().__init__()
@@ -71,50 +79,63 @@ class ReIDModel(nn.Module):
         return self.head.embedding_dim
 
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The final map and, in training, the deep-supervision logits."""
         aux = []
         for name, stage in self.backbone.stages.items():
             x = stage(x)
             if name in self.attentions:
-                attention, x_in = self.attentions[name], x
-                x = attention(x)
                 if self.training and name in self.deep_supervision:
-                    aux.append(self.deep_supervision[name](x_in, attention.last_output))
+                    x_in = x
+                    x, branch = self.attentions[name](x, return_branch=True)
+                    aux.append(self.deep_supervision[name](x_in, branch))
+                else:
+                    x = self.attentions[name](x)
         return x, aux
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x)[0]
-
-    def forward_head(self, fmap: torch.Tensor):
-        return self.head(fmap)
-
-    def forward(self, x: torch.Tensor):
-        fmap, aux = self._run(x)
+    def _outputs(self, fmap: torch.Tensor, aux: list[torch.Tensor]):
+        """The head's output on ``fmap``; in training with ``aux_logits`` and ``pooled`` added."""
         out = self.head(fmap)
         if self.training:
             out["aux_logits"] = aux
             out["pooled"] = fmap.mean(dim=(2, 3))
         return out
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, 3, H, W] -> the final map [B, C, h, w]."""
+        return self._run(x)[0]
+
+    def forward_head(self, fmap: torch.Tensor):
+        """The head on a final map: training dict ``logits``/``features``, or the embedding in evaluation."""
+        return self.head(fmap)
+
+    def forward(self, x: torch.Tensor):
+        """Training mode: ``{"logits", "features", "aux_logits", "pooled"}``; evaluation: ``[B, embedding_dim]``."""
+        return self._outputs(*self._run(x))
+
 
 def _build_backbone(cfg: ModelConfig) -> tuple[Backbone, list[AttentionPlacement]]:
     if cfg.backbone == "searched":
         if cfg.arch is None:
             raise ConfigError("model.backbone = 'searched' needs model.arch: the path of an arch.json")
-        from dcsnas.models.searched import build_searched_backbone
-
-        return build_searched_backbone(cfg.arch)
-    if cfg.backbone not in BACKBONES:
-        raise ConfigError(f"model.backbone = {cfg.backbone!r}; allowed: {', '.join(sorted(BACKBONES))}, searched")
+        arch = load_arch(cfg.arch)
+        placements = [AttentionPlacement(s.name, s.attention.name, dict(s.attention.options))
+                      for s in arch.stages if s.attention is not None]
+        return build_searched_backbone(arch), placements
     kwargs: dict[str, Any] = {"pretrained": cfg.pretrained, "last_stride": cfg.last_stride}
     if cfg.backbone == "mobilenetv2":
         kwargs["width_mult"] = cfg.width_mult
-    return BACKBONES[cfg.backbone](**kwargs), []
+    return create_backbone(cfg.backbone, extra=("searched",), **kwargs), []
 
 
-def create_model(cfg: ModelConfig, num_classes: int) -> ReIDModel:
-    """Build the Re-ID model of ``cfg`` with ``num_classes`` training identities."""
-    from dcsnas.attention import DeepSupervisionHead, create_attention
-
+def create_model(cfg: ModelConfig | str, num_classes: int, **fields: Any) -> ReIDModel:
+    """Build the Re-ID model with ``num_classes`` training identities from the ``model`` config section
+    ``cfg``, or from a backbone name (``resnet50``, ``mobilenetv2``, ``searched``) and ``fields`` of that
+    section, checked as a config file's (``create_model("searched", 751, arch="arch.json")``); ``fields`` with
+    a config object is a :class:`ConfigError`."""
+    if isinstance(cfg, str):
+        cfg = from_dict(ModelConfig, {**fields, "backbone": cfg})
+    elif fields:
+        raise ConfigError(f"create_model: options {sorted(fields)} are given with a model config; set them in it")
     backbone, arch_attention = _build_backbone(cfg)
     attentions, supervision = {}, {}
     for i, place in enumerate(arch_attention + list(cfg.attention)):
@@ -128,10 +149,9 @@ def create_model(cfg: ModelConfig, num_classes: int) -> ReIDModel:
                 raise ConfigError(f"model.attention[{i}].options.{key} = {place.options[key]!r} is not a model "
                                   f"option: {why}")
         channels = backbone.stage_channels[place.stage]
-        options = {**place.options, "keep_output": True} if place.deep_supervision else place.options
-        attentions[place.stage] = create_attention(place.name, channels, **options)
+        attentions[place.stage] = create_attention(place.name, channels, **place.options)
         if place.deep_supervision:
             supervision[place.stage] = DeepSupervisionHead(channels, num_classes)
     head_options = {"parts": cfg.pcb_parts, "reduce_dim": cfg.pcb_reduce_dim} if cfg.head == "pcb" else {}
-    head = HEADS[cfg.head](backbone.out_channels, num_classes, **head_options)
+    head = create_head(cfg.head, backbone.out_channels, num_classes, **head_options)
     return ReIDModel(backbone, head, attentions, supervision)

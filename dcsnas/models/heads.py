@@ -1,18 +1,25 @@
-"""Re-ID heads on the final feature map ``[B, C, H, W]``.
+"""Re-ID heads on the final feature map ``[B, C, H, W]``, by name: ``create_head("pcb", C, num_classes, parts=6)``.
 
-In training a head returns ``{"logits": [Tensor[B, num_classes], ...], "features": Tensor[B, D]}`` (one
-logits tensor per classifier; ``features`` feed the metric losses); in eval it returns the test embedding
-``Tensor[B, D]``.
+Contract (torchreid style): in training mode a head returns ``{"logits": [Tensor[B, num_classes], ...],
+"features": Tensor[B, D]}`` (one logits tensor per classifier, for the cross-entropy terms; ``features`` for
+the metric losses: triplet, centre); in evaluation mode it returns the test embedding ``Tensor[B, D]``,
+``D = head.embedding_dim``. Registry: ``HEADS`` (:class:`~dcsnas.utils.registry.Registry`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from dcsnas.utils.pooling import adaptive_avg_pool2d
+from dcsnas.utils.registry import Registry
+
+HEADS: Registry[type[nn.Module]] = Registry("head")
 
 
+@HEADS.register("bnneck")
 class BNNeck(nn.Module):
     """GAP → BatchNorm (bias frozen at 0) → bias-free classifier (Luo et al., BoT). Triplet features are
     taken before the BN, the test embedding after it."""
@@ -33,6 +40,7 @@ class BNNeck(nn.Module):
         return {"logits": [self.classifier(embedding)], "features": features}
 
 
+@HEADS.register("pcb")
 class PCB(nn.Module):
     """Part-based Convolutional Baseline (Sun et al., ECCV 2018): the map is pooled into ``parts``
     horizontal stripes, each reduced by 1×1 conv + BN + ReLU to ``reduce_dim`` and classified on its own.
@@ -85,4 +93,7 @@ class PCB(nn.Module):
         return {"logits": [c(p) for c, p in zip(self.classifiers, parts)], "features": embedding}
 
 
-HEADS = {"bnneck": BNNeck, "pcb": PCB}
+def create_head(name: str, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
+    """The head ``name`` on ``in_channels`` map channels for ``num_classes`` identities; ``options`` are its
+    keyword arguments (PCB: ``parts``, ``reduce_dim``). Unknown names or options: :class:`ConfigError`."""
+    return HEADS.create(name, "model.head", in_channels, num_classes, **options)

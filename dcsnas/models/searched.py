@@ -1,33 +1,26 @@
-"""The ``searched`` backbone: a plain network rebuilt from an ``arch.json`` (written by ``dcsnas search`` or
-``dcsnas derive``) through :mod:`dcsnas.models.blocks` and :mod:`dcsnas.models.backbones`, with no supernet
-code or parameter: only the chosen op of each block, at the chosen width, exists.
+"""The ``searched`` backbone: a plain network rebuilt from an architecture description
+(:mod:`dcsnas.models.arch`, an ``arch.json`` written by ``dcsnas search`` or ``dcsnas derive``) through
+:mod:`dcsnas.models.blocks` and :mod:`dcsnas.models.backbones`, with no supernet code or parameter: only the
+chosen op of each block, at the chosen width, exists.
 
 Stages of a mobilenetv2 skeleton: ``stem``, the arch's stages (block b = its op; ``skip`` is an identity),
 ``conv_head``. Stages of a resnet50 skeleton: those of :func:`dcsnas.models.backbones.resnet50`. The
-attention of each stage is returned as an :class:`~dcsnas.models.builder.AttentionPlacement`.
+attentions of the stages are placed by :func:`dcsnas.models.builder.create_model`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch import nn
 
+from dcsnas.models.arch import CONV_HEAD, STEM, Arch, MobileNetV2Arch
 from dcsnas.models.backbones import Backbone, resnet50
 from dcsnas.models.blocks import build_op, conv_head, stem
 
 
-def build_searched_backbone(arch_path: str | Path):
-    """``arch.json`` → ``(Backbone, [AttentionPlacement, ...])``."""
-    from dcsnas.models.builder import AttentionPlacement
-    from dcsnas.nas.arch import MobileNetV2Arch, load_arch
-    from dcsnas.nas.space import CONV_HEAD, STEM
-
-    arch = load_arch(arch_path)
-    placements = [AttentionPlacement(s.name, s.attention.name, dict(s.attention.options))
-                  for s in arch.stages if s.attention is not None]
+def build_searched_backbone(arch: Arch) -> Backbone:
+    """The backbone of ``arch`` (its attentions not included)."""
     if not isinstance(arch, MobileNetV2Arch):
-        return resnet50(arch.pretrained, arch.last_stride), placements
+        return resnet50(arch.pretrained, arch.last_stride)
     stages: dict[str, nn.Module] = {STEM: stem(arch.stem_channels, arch.stem_stride)}
     channels, strides = {STEM: arch.stem_channels}, {STEM: arch.stem_stride}
     width, stride = arch.stem_channels, arch.stem_stride
@@ -41,4 +34,4 @@ def build_searched_backbone(arch_path: str | Path):
         channels[stage.name], strides[stage.name] = stage.width, stride
     stages[CONV_HEAD] = conv_head(width, arch.head_channels)
     channels[CONV_HEAD], strides[CONV_HEAD] = arch.head_channels, stride
-    return Backbone(stages, channels, strides), placements
+    return Backbone(stages, channels, strides)

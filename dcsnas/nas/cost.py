@@ -32,12 +32,14 @@ from torch import Tensor, nn
 from dcsnas.attention import create_attention
 from dcsnas.config import config_hash
 from dcsnas.errors import ConfigError
+from dcsnas.models.arch import CONV_HEAD, RESNET50_STAGES, STEM
 from dcsnas.models.backbones import resnet50
 from dcsnas.models.blocks import build_op, conv_head, conv_output_size, stem
 from dcsnas.nas.distribution import ArchDistribution
-from dcsnas.nas.space import CONV_HEAD, RESNET50_STAGES, STEM, Choice, MobileNetV2Space, SearchSpace
+from dcsnas.nas.space import Choice, MobileNetV2Space, SearchSpace
 from dcsnas.utils.flops import count_flops, count_params
 from dcsnas.utils.io import atomic_torch_save
+
 
 @dataclass
 class CostTerm:

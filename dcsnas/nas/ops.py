@@ -1,7 +1,11 @@
 """Mixed ops of the supernet: a choice among candidate blocks, width masks, and the attention choice.
 
-All mixed ops read the weights of the current forward pass from a shared :class:`Selection` (filled by
-the supernet from :class:`~dcsnas.nas.distribution.ArchDistribution`), one ``[n]`` vector per choice key.
+Every mixed op takes the architecture weights of the forward pass as arguments,
+``forward(x, weights, single_path)``: ``weights`` maps each choice key to its ``[n]`` vector (drawn by the
+supernet from :class:`~dcsnas.nas.distribution.ArchDistribution`, or given), ``single_path`` says that they
+are one-hot (hard mode, evaluation, a fixed architecture) and only the selected candidates run. No module
+holds the weights between calls, so a mixed op can be called on its own and a forward with given weights
+traces (``torch.fx``) and compiles.
 
 - **Op choice** (:class:`MixedBlock`): ``soft`` mode returns Σ_j w_j · op_j(x) (FBNet/DARTS); ``hard``
   mode (and evaluation) runs only the sampled op i, and its value is op_i(x) (w is one-hot) while w keeps a
@@ -35,26 +39,18 @@ the supernet from :class:`~dcsnas.nas.distribution.ArchDistribution`), one ``[n]
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dcsnas.attention import create_attention
 from dcsnas.models.blocks import InvertedResidual, parse_op
 from dcsnas.nas.space import AttentionCandidate, Choice
 
-
-class Selection:
-    """The weights ``[n]`` per choice key of the forward pass in progress, and whether they are one-hot
-    (hard mode or evaluation): then a mixed op runs only its selected candidate."""
-
-    def __init__(self) -> None:
-        self.weights: dict[str, Tensor] = {}
-        self.single_path = True
-
-    def __getitem__(self, key: str) -> Tensor:
-        return self.weights[key]
+ArchWeights = Mapping[str, Tensor]
+"""The weights ``[n]`` of every choice key of one forward pass."""
 
 
 def mask_matrix(widths: Sequence[int], scale: int = 1) -> Tensor:
@@ -68,7 +64,7 @@ def channel_mask(weights: Tensor, masks: Tensor, like: Tensor) -> Tensor:
     return (weights.to(masks.dtype) @ masks).to(like.dtype)[None, :, None, None]
 
 
-def choose(weights: Tensor, single_path: bool, run, identity: Optional[Tensor] = None) -> Tensor:
+def choose(weights: Tensor, single_path: bool, run, identity: Tensor | None = None) -> Tensor:
     """Combine candidates ``run(j)`` (a tensor per index j) under ``weights`` ``[n]``: the weighted sum of
     all or, on the ``single_path``, only the selected one in the straight-through form of the module
     docstring (the residual form when the candidates are residual around ``identity``)."""
@@ -122,36 +118,38 @@ class MaskedInvertedResidual(InvertedResidual):
         y = self.project(h)
         if len(w_out) > 1:
             y = y * channel_mask(w_out, self.out_masks, y)
-        return self._add_residual(y, x, w_in, w_out)
+        return self._add_residual(y, x, w_in, w_out, max(self.widths_in), max(self.widths_out))
 
     def _forward_sliced(self, x: Tensor, w_in: Tensor, w_out: Tensor) -> Tensor:
         c_in, c_out = self.widths_in[int(w_in.argmax())], self.widths_out[int(w_out.argmax())]
         hidden = self.expansion * c_in
         x = x[:, :c_in]
-        h = _conv_bn_act(self.expand, x, hidden) if self.expansion != 1 else x
-        h = _conv_bn_act(self.depthwise, h, hidden)
+        h = _conv_bn_act(self.expand, x, c_in, hidden) if self.expansion != 1 else x
+        h = _conv_bn_act(self.depthwise, h, hidden, hidden)
         if len(w_in) > 1:
             h = h * channel_mask(w_in, self.hidden_masks[:, :hidden], h)
-        y = _conv_bn_act(self.project, h, c_out)
+        y = _conv_bn_act(self.project, h, hidden, c_out)
         if len(w_out) > 1:
             y = y * channel_mask(w_out, self.out_masks[:, :c_out], y)
-        return _fit_channels(self._add_residual(y, x, w_in, w_out), max(self.widths_out))
+        return _fit_channels(self._add_residual(y, x, w_in, w_out, c_in, c_out), c_out, max(self.widths_out))
 
-    def _add_residual(self, y: Tensor, x: Tensor, w_in: Tensor, w_out: Tensor) -> Tensor:
+    def _add_residual(self, y: Tensor, x: Tensor, w_in: Tensor, w_out: Tensor, c_in: int, c_out: int) -> Tensor:
+        """``y`` (``c_out`` channels) plus the residual ``x`` (``c_in`` channels) where the child has one."""
         if not self.residual:
             return y
         if self.shared:
             return x + y
         p_equal = w_in.to(self.equal_widths.dtype) @ self.equal_widths @ w_out.to(self.equal_widths.dtype)
-        return y + p_equal.to(y.dtype) * _fit_channels(x, y.shape[1])
+        return y + p_equal.to(y.dtype) * _fit_channels(x, c_in, c_out)
 
 
-def _conv_bn_act(block: nn.Sequential, x: Tensor, channels: int) -> Tensor:
+def _conv_bn_act(block: nn.Sequential, x: Tensor, in_channels: int, channels: int) -> Tensor:
     """A :class:`~dcsnas.models.blocks.ConvBNAct` with only its first ``channels`` filters, reading the
-    channels of ``x`` (the leading ones of its input); BN statistics update the same leading entries."""
+    ``in_channels`` channels of ``x`` (the leading ones of its input); BN statistics update the same
+    leading entries. (Channel counts are arguments, not read from ``x.shape``, so the forward traces.)"""
     conv, bn = block[0], block[1]
     groups = channels if conv.groups > 1 else 1  # depthwise stays depthwise
-    y = F.conv2d(x, conv.weight[:channels, :x.shape[1] // groups], None, conv.stride, conv.padding, 1, groups)
+    y = F.conv2d(x, conv.weight[:channels, :in_channels // groups], None, conv.stride, conv.padding, 1, groups)
     momentum = 0.0
     if bn.training:  # as nn.BatchNorm2d: momentum None is the cumulative average
         bn.num_batches_tracked.add_(1)
@@ -161,11 +159,12 @@ def _conv_bn_act(block: nn.Sequential, x: Tensor, channels: int) -> Tensor:
     return F.relu6(y) if len(block) > 2 else y
 
 
-def _fit_channels(x: Tensor, channels: int) -> Tensor:
-    """``x`` cut or zero-padded to ``channels`` (the channels beyond the active width are 0 anyway)."""
-    if x.shape[1] >= channels:
-        return x[:, :channels]
-    return nn.functional.pad(x, (0, 0, 0, 0, 0, channels - x.shape[1]))
+def _fit_channels(x: Tensor, have: int, want: int) -> Tensor:
+    """``x`` (``have`` channels) cut or zero-padded to ``want`` (the channels beyond the active width are 0
+    anyway)."""
+    if have >= want:
+        return x[:, :want]
+    return F.pad(x, (0, 0, 0, 0, 0, want - have))
 
 
 class MaskedSkip(nn.Module):
@@ -179,10 +178,9 @@ class MixedBlock(nn.Module):
     """One block of the supernet: the candidates of ``op`` between the width choices ``width_in`` and
     ``width_out``. ``[B, max(width_in), H, W]`` → ``[B, max(width_out), H', W']``."""
 
-    def __init__(self, op: Choice, width_in: Choice, width_out: Choice, stride: int, selection: Selection):
+    def __init__(self, op: Choice, width_in: Choice, width_out: Choice, stride: int):
         super().__init__()
         self.key, self.keys = op.key, (op.key, width_in.key, width_out.key)
-        self.selection = selection
         self.residual = width_in == width_out and stride == 1  # every candidate is x + F(x)
         candidates = []
         for name in op.options:
@@ -191,10 +189,10 @@ class MixedBlock(nn.Module):
                 width_in.options, width_out.options, stride, *spec, shared=width_in == width_out))
         self.candidates = nn.ModuleList(candidates)
 
-    def forward(self, x: Tensor) -> Tensor:
-        w_op, w_in, w_out = (self.selection[k] for k in self.keys)
-        single = self.selection.single_path
-        return choose(w_op, single, lambda j: self.candidates[j](x, w_in, w_out, sliced=single),
+    def forward(self, x: Tensor, weights: ArchWeights, single_path: bool) -> Tensor:
+        """``x`` and the architecture weights (module docstring) -> the block's output."""
+        w_op, w_in, w_out = (weights[k] for k in self.keys)
+        return choose(w_op, single_path, lambda j: self.candidates[j](x, w_in, w_out, sliced=single_path),
                       x if self.residual else None)
 
 
@@ -203,30 +201,31 @@ class AttentionAtWidths(nn.Module):
     ``create_attention(candidate.name, widths[i], **candidate.options)`` (module docstring).
 
     ``forward(x, w, single_path)``: ``x`` ``[B, max(widths), H, W]`` (channels at or beyond the active width
-    are 0), ``w`` ``[n]`` width weights → ``[B, max(widths), H, W]``. On the single path only ``at[argmax w]``
-    runs, on the leading ``widths[i]`` channels, times the stage's width mask cut to them (value 1, the width
-    logits' gradient), zero-padded; otherwise Σ_i w_i · pad(at[i](x[:, :widths[i]])).
+    are 0), ``w`` ``[n]`` width weights (``None`` for a single width) → ``[B, max(widths), H, W]``. On the
+    single path only ``at[argmax w]`` runs, on the leading ``widths[i]`` channels, times the stage's width
+    mask cut to them (value 1, the width logits' gradient), zero-padded; otherwise
+    Σ_i w_i · pad(at[i](x[:, :widths[i]])).
     """
 
     def __init__(self, candidate: AttentionCandidate, widths: Sequence[int]):
-        from dcsnas.attention import create_attention
-
         super().__init__()
         self.widths = tuple(widths)
         self.at = nn.ModuleList(create_attention(candidate.name, w, **candidate.options) for w in self.widths)
         self.register_buffer("masks", mask_matrix(self.widths), persistent=False)
 
-    def forward(self, x: Tensor, w: Tensor, single_path: bool) -> Tensor:
+    def forward(self, x: Tensor, w: Tensor | None, single_path: bool) -> Tensor:
         def run(i: int) -> Tensor:
             return self.at[i](x[:, :self.widths[i]])
 
         if len(self.widths) == 1:
             return run(0)
+        widest = max(self.widths)
         if not single_path:
-            return sum(w[i].to(x.dtype) * _fit_channels(run(i), x.shape[1]) for i in range(len(self.widths)))
+            return sum(w[i].to(x.dtype) * _fit_channels(run(i), self.widths[i], widest)
+                       for i in range(len(self.widths)))
         i = int(w.argmax())
         y = run(i)
-        return _fit_channels(y * channel_mask(w, self.masks[:, :self.widths[i]], y), x.shape[1])
+        return _fit_channels(y * channel_mask(w, self.masks[:, :self.widths[i]], y), self.widths[i], widest)
 
 
 class MixedAttention(nn.Module):
@@ -234,19 +233,18 @@ class MixedAttention(nn.Module):
     key, ``None`` for a fixed width): ``none`` or an :class:`AttentionAtWidths` per candidate.
     ``[B, max(widths), H, W]`` → same."""
 
-    def __init__(self, attention: Choice, widths: Sequence[int], width_key: Optional[str], selection: Selection):
+    def __init__(self, attention: Choice, widths: Sequence[int], width_key: str | None):
         super().__init__()
         self.key, self.width_key = attention.key, width_key if len(widths) > 1 else None
-        self.selection = selection
         self.candidates = nn.ModuleList(nn.Identity() if c is None else AttentionAtWidths(c, widths)
                                         for c in attention.options)
 
-    def forward(self, x: Tensor) -> Tensor:
-        single = self.selection.single_path
-        w = self.selection[self.width_key] if self.width_key is not None else x.new_ones(1)
+    def forward(self, x: Tensor, weights: ArchWeights, single_path: bool) -> Tensor:
+        """``x`` and the architecture weights (module docstring) -> ``x`` with the chosen attention."""
+        w = weights[self.width_key] if self.width_key is not None else None
 
         def run(j: int) -> Tensor:
             candidate = self.candidates[j]
-            return candidate(x) if isinstance(candidate, nn.Identity) else candidate(x, w, single)
+            return candidate(x) if isinstance(candidate, nn.Identity) else candidate(x, w, single_path)
 
-        return choose(self.selection[self.key], single, run, x)
+        return choose(weights[self.key], single_path, run, x)

@@ -21,15 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Union
 
+from dcsnas.attention import attention_options, create_attention
 from dcsnas.config import from_dict, read_yaml
 from dcsnas.errors import ConfigError
+from dcsnas.models.arch import CONV_HEAD, RESNET50_CHANNELS, RESNET50_STAGES, STEM
 from dcsnas.models.blocks import SKIP, parse_op, skip_allowed
 
 SPACE_VERSION = 1
 NONE = "none"
-STEM, CONV_HEAD = "stem", "conv_head"
-RESNET50_CHANNELS = {"stem": 64, "layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}  # backbones.resnet50
-RESNET50_STAGES = tuple(RESNET50_CHANNELS)
 DEFAULT_OPS = ("ir_k3_e3", "ir_k3_e6", "ir_k5_e3", "ir_k5_e6", SKIP)
 # attention type in a space file → (registry name, fixed options)
 ATTENTION_TYPES: dict[str, tuple[str, dict[str, str]]] = {
@@ -79,8 +78,6 @@ class AttentionSpace:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from dcsnas.attention import attention_options
-
         if not self.types:
             raise ValueError("attention.types is empty; list at least 'none'")
         for t in self.types:
@@ -97,8 +94,6 @@ class AttentionSpace:
                                  + ("; groups are listed in attention.groups" if key == "groups" else ""))
 
     def candidates(self) -> tuple[Optional[AttentionCandidate], ...]:
-        from dcsnas.attention import attention_options
-
         out: list[Optional[AttentionCandidate]] = []
         for t in self.types:
             if t == NONE:
@@ -271,8 +266,6 @@ def parse_space(data: dict, source: str) -> SearchSpace:
 
 def _check_attention_widths(space: SearchSpace, source: str) -> None:
     """Every attention candidate must accept every width of its stage (groups, qk_ratio)."""
-    from dcsnas.attention import create_attention
-
     if isinstance(space, MobileNetV2Space):
         widths = {s.name: s.widths for s in space.stages}
     else:

@@ -5,30 +5,44 @@ Built from the same blocks as the fixed and derived networks (:mod:`dcsnas.model
 criterion (:class:`~dcsnas.losses.criterion.ReIDCriterion`) and IB bound train it. Every forward pass
 first draws the weights of all choices from ``arch`` (Gumbel-softmax at temperature ``tau``; argmax in
 evaluation; the one-hot weights of a given architecture inside :meth:`SuperNet.fixed_architecture`),
-then runs the stages. DCS attentions among the candidates keep their gates, so the engine's
-DCS temperature schedule applies to them.
+unless the caller passes them (``supernet(x, weights, single_path)``), then runs the stages, which hand
+the weights to their mixed ops as arguments (:class:`SuperStage`). DCS attentions among the candidates keep
+their gates, so the engine's DCS temperature schedule applies to them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Literal, Optional
+from typing import Literal
 
 from torch import Tensor, nn
 
+from dcsnas.models.arch import CONV_HEAD, STEM
 from dcsnas.models.backbones import Backbone, resnet50
 from dcsnas.models.blocks import conv_head, stem
 from dcsnas.models.builder import ReIDModel
-from dcsnas.models.heads import HEADS
+from dcsnas.models.heads import create_head
 from dcsnas.nas.distribution import ArchDistribution
-from dcsnas.nas.ops import MixedAttention, MixedBlock, Selection
-from dcsnas.nas.space import CONV_HEAD, STEM, MobileNetV2Space, SearchSpace
+from dcsnas.nas.ops import ArchWeights, MixedAttention, MixedBlock
+from dcsnas.nas.space import MobileNetV2Space, SearchSpace
 
 Mode = Literal["soft", "hard"]
 
 
-def super_backbone(space: SearchSpace, selection: Selection) -> Backbone:
-    """The supernet's stages for ``space``; mixed ops read their weights from ``selection``."""
+class SuperStage(nn.Sequential):
+    """A supernet stage: its modules in order; ``forward(x, weights, single_path)`` passes the architecture
+    weights to the mixed ops (:mod:`dcsnas.nas.ops`), plain modules (a ResNet layer) get ``x`` alone. A
+    ``Sequential`` so that the state-dict keys are those of the modules' positions."""
+
+    def forward(self, x: Tensor, weights: ArchWeights, single_path: bool) -> Tensor:
+        for module in self:
+            x = module(x, weights, single_path) if isinstance(module, (MixedBlock, MixedAttention)) else module(x)
+        return x
+
+
+def super_backbone(space: SearchSpace) -> Backbone:
+    """The supernet's stages for ``space``: :class:`SuperStage` where a stage holds a choice."""
     if isinstance(space, MobileNetV2Space):
         stages: dict[str, nn.Module] = {STEM: stem(space.stem_channels, space.stem_stride)}
         channels, strides = {STEM: space.stem_channels}, {STEM: space.stem_stride}
@@ -36,10 +50,9 @@ def super_backbone(space: SearchSpace, selection: Selection) -> Backbone:
         slots = list(space.blocks())
         for i, stage in enumerate(space.stages):
             width = space.width_choice(i)
-            blocks = [MixedBlock(s.op, s.width_in, s.width_out, s.stride, selection) for s in slots
-                      if s.stage == stage.name]
-            attention = MixedAttention(space.attention_choice(i), stage.widths, width.key, selection)
-            stages[stage.name] = nn.Sequential(*blocks, attention)
+            blocks = [MixedBlock(s.op, s.width_in, s.width_out, s.stride) for s in slots if s.stage == stage.name]
+            attention = MixedAttention(space.attention_choice(i), stage.widths, width.key)
+            stages[stage.name] = SuperStage(*blocks, attention)
             stride *= stage.stride
             channels[stage.name], strides[stage.name] = max(stage.widths), stride
         stages[CONV_HEAD] = conv_head(max(space.stages[-1].widths), space.head_channels)
@@ -50,9 +63,8 @@ def super_backbone(space: SearchSpace, selection: Selection) -> Backbone:
     stages = {}
     for name, module in net.stages.items():
         if name in searched:
-            attention = MixedAttention(space.attention_choice(searched[name]), [net.stage_channels[name]], None,
-                                       selection)
-            module = nn.Sequential(module, attention)
+            attention = MixedAttention(space.attention_choice(searched[name]), [net.stage_channels[name]], None)
+            module = SuperStage(module, attention)
         stages[name] = module
     return Backbone(stages, net.stage_channels, net.stage_strides)
 
@@ -68,21 +80,27 @@ class SuperNet(ReIDModel):
         mode: ``soft`` (weighted sum of all candidates) or ``hard`` (one sampled path per step).
         tau: initial Gumbel-softmax temperature; the search loop anneals it.
 
+    ``forward(x, weights=None, single_path=None)``: the outputs of :class:`~dcsnas.models.builder.ReIDModel`
+    (training dict, or the embedding in evaluation) on the architecture ``weights`` (choice key → ``[n]``;
+    ``None``: :meth:`sample_weights`); ``single_path`` (``None``: hard mode or evaluation) runs only the
+    selected candidates of one-hot weights. ``sampled`` holds the weights of the last forward pass (the
+    search loop's cost term reads it; no module does).
+
     :func:`child_state_dict` gives the derived network of an architecture the supernet's weights of its path.
     """
 
     def __init__(self, space: SearchSpace, num_classes: int, head: str = "bnneck", mode: Mode = "hard",
                  tau: float = 5.0):
-        self.selection = Selection()
-        backbone = super_backbone(space, self.selection)
-        super().__init__(backbone, HEADS[head](backbone.out_channels, num_classes), {}, {})
+        backbone = super_backbone(space)
+        super().__init__(backbone, create_head(head, backbone.out_channels, num_classes), {}, {})
         self.space = space
         self.arch = ArchDistribution(space.choices())
         self.mode, self.tau = mode, tau
-        self.fixed: Optional[dict[str, int]] = None
+        self.fixed: dict[str, int] | None = None
+        self.sampled: dict[str, Tensor] | None = None
 
     @contextmanager
-    def fixed_architecture(self, indices: dict[str, int]) -> Iterator["SuperNet"]:
+    def fixed_architecture(self, indices: dict[str, int]) -> Iterator[SuperNet]:
         """Inside the ``with`` block every forward pass (training or evaluation mode) runs the single path of
         the architecture ``indices`` (choice key → option index; fixed choices may be left out) instead of
         a sample of α, which gets no gradient. Errors (:class:`~dcsnas.errors.ConfigError`) name a bad key
@@ -98,14 +116,34 @@ class SuperNet(ReIDModel):
         """The network weights (backbone, head), without α; parameter names as in the model."""
         return nn.ModuleDict({"backbone": self.backbone, "head": self.head})
 
-    def _run(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def sample_weights(self) -> tuple[dict[str, Tensor], bool]:
+        """The architecture weights of a forward pass and whether they are one-hot: those of the fixed
+        architecture, else a draw from α (Gumbel-softmax at ``tau``, hard in hard mode; argmax in evaluation)."""
         if self.fixed is not None:
-            self.selection.single_path = True
-            self.selection.weights = self.arch.one_hot(self.fixed)
+            return self.arch.one_hot(self.fixed), True
+        weights = self.arch.sample(self.tau, hard=self.mode == "hard", training=self.training)
+        return weights, self.mode == "hard" or not self.training
+
+    def _run(self, x: Tensor, weights: ArchWeights | None = None,
+             single_path: bool | None = None) -> tuple[Tensor, list[Tensor]]:
+        if weights is None:
+            weights, default_single = self.sample_weights()
         else:
-            self.selection.single_path = self.mode == "hard" or not self.training
-            self.selection.weights = self.arch.sample(self.tau, hard=self.mode == "hard", training=self.training)
-        return super()._run(x)
+            default_single = self.mode == "hard" or not self.training
+        single = default_single if single_path is None else single_path
+        self.sampled = dict(weights)
+        for stage in self.backbone.stages.values():
+            x = stage(x, weights, single) if isinstance(stage, SuperStage) else stage(x)
+        return x, []
+
+    def forward_features(self, x: Tensor, weights: ArchWeights | None = None,
+                         single_path: bool | None = None) -> Tensor:
+        """``x`` [B, 3, H, W] -> the final map, on the architecture ``weights`` (class docstring)."""
+        return self._run(x, weights, single_path)[0]
+
+    def forward(self, x: Tensor, weights: ArchWeights | None = None, single_path: bool | None = None):
+        """The model's outputs (class docstring) on the architecture ``weights``."""
+        return self._outputs(*self._run(x, weights, single_path))
 
 
 def child_state_dict(supernet: SuperNet, child: nn.Module, indices: dict[str, int]) -> dict[str, Tensor]:

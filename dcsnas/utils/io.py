@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from dcsnas.errors import ConfigError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -70,8 +72,6 @@ def json_default(obj: Any) -> Any:
 
 def read_json(path: str | Path, what: str = "file") -> Any:
     """Parse a JSON file; a missing or malformed file raises :class:`~dcsnas.errors.ConfigError` naming it."""
-    from dcsnas.errors import ConfigError
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} '{path}' does not exist")

@@ -1,7 +1,7 @@
 """The attention benchmark's target case: B = 8, C = 256, 96x32 (ResNet-50 layer1 at 384x128), CPU fwd+bwd.
 
 CSALR (96 landmarks, G = 2) against SA with the explicit map and SA through SDPA; prints JSON with the
-measured rows and the target ratios (see :mod:`dcsnas.attention.bench` for the method).
+measured rows and the target ratios (see :mod:`dcsnas.bench.attention` for the method).
 
     python experiments/bench/attention.py [--repeats 3] [--rounds 3]
 """
@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 
-from dcsnas.attention.bench import TARGET_SHAPE, check_targets, run_cases
+from dcsnas.bench.attention import TARGET_SHAPE, check_targets, run_cases
 
 
 def main() -> None:

@@ -4,11 +4,11 @@ own training step, on the same batch. Prints JSON.
 For each of ``--archs`` architectures drawn at random from the space, the supernet's logits are set so that
 hard mode samples that architecture, and its training step is compared with the step of the network derived
 from it (``dcsnas.models`` backbone ``searched``). Soft mode runs every candidate whatever the logits; it is
-measured once. Steps: :func:`dcsnas.engine.profile.train_throughput` (forward, CE + triplet, backward, Adam;
+measured once. Steps: :func:`dcsnas.bench.model.train_throughput` (forward, CE + triplet, backward, Adam;
 median time). Peak memory of a step after a warm-up step (activations, gradients, a fresh Adam state), in
 MiB above what was in use before it: on CUDA from the timing run; on CPU in a fresh worker process per
-model, started with :func:`dcsnas.utils.memory.memory_env` and measured with
-:func:`dcsnas.utils.memory.peak_memory`.
+model, started with :func:`dcsnas.bench.memory.memory_env` and measured with
+:func:`dcsnas.bench.memory.peak_memory`.
 
     python experiments/bench/search.py --space search_spaces/mbv2_reid.yaml --height 128 --width 64
 """
@@ -46,8 +46,8 @@ def build(case: dict) -> torch.nn.Module:
 
 def step_memory_mb(case: dict) -> float | None:
     """Peak memory (MiB) of a training step of ``case``'s model after a warm-up step, on ``case["device"]``."""
-    from dcsnas.engine.profile import train_throughput
-    from dcsnas.utils.memory import peak_memory
+    from dcsnas.bench.memory import peak_memory
+    from dcsnas.bench.model import train_throughput
 
     model = build(case)
     train_throughput(model, case["classes"], case["shape"], case["device"], steps=1, warmup=0)  # warm-up
@@ -58,8 +58,8 @@ def step_memory_mb(case: dict) -> float | None:
 
 def measure(case: dict) -> dict:
     """``step_ms`` (median over ``case["steps"]`` after one warm-up step) and ``peak_mb``."""
-    from dcsnas.engine.profile import train_throughput
-    from dcsnas.utils.memory import memory_env
+    from dcsnas.bench.memory import memory_env
+    from dcsnas.bench.model import train_throughput
 
     timing = train_throughput(build(case), case["classes"], case["shape"], case["device"], steps=case["steps"],
                               warmup=1)
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(step_memory_mb(json.loads(Path(args.memory_worker).read_text()))))
         return {}
 
-    from dcsnas.nas.arch import derive_arch, write_arch
+    from dcsnas.models.arch import write_arch
+    from dcsnas.nas.arch import derive_arch
     from dcsnas.nas.cost import measure_costs
     from dcsnas.nas.space import load_space
 

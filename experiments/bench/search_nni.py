@@ -1,4 +1,4 @@
-"""Benchmark: NNI's DARTS and GumbelDARTS supernets (:mod:`dcsnas.nas.nni_bridge`) against the DCS-DNAS
+"""Benchmark: NNI's DARTS and GumbelDARTS supernets (:mod:`dcsnas.nni`) against the DCS-DNAS
 supernet in hard and soft mode, side by side on the same space and the same P×K batch. Prints JSON.
 
 Per case: the time of a weight step (forward, Re-ID loss, backward, SGD step on the weights) and of a
@@ -11,7 +11,7 @@ own per-step overhead in a real NNI search is not included.
 
 Every case runs in two fresh processes (``--case JSON``), one for the times (weight and search steps
 alternating, so that a burst of load from other processes falls on both) and one for the memory. Peak
-memory as in :mod:`dcsnas.attention.bench`: on CPU the peak resident set of the step (``VmHWM`` reset
+memory as in :mod:`dcsnas.bench.attention`: on CPU the peak resident set of the step (``VmHWM`` reset
 through ``/proc/self/clear_refs`` just before it) minus the resident set before it, with glibc's
 ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors leave the resident set (only in the memory process:
 it makes every large allocation fault in fresh pages, which would slow the timed steps); on CUDA
@@ -49,7 +49,7 @@ def _supernet(case: dict, classes: int):
         from nni.nas.strategy import DARTS, GumbelDARTS
 
         from dcsnas.config import read_yaml
-        from dcsnas.nas.nni_bridge import ReIDSpace
+        from dcsnas.nni.space import ReIDSpace
 
         strategy = DARTS() if case["kind"] == "nni_darts" else GumbelDARTS()
         model = strategy.mutate_model(ReIDSpace(read_yaml(case["space"]), classes))
@@ -61,9 +61,9 @@ def _supernet(case: dict, classes: int):
 def measure(case: dict) -> dict:
     import torch
 
-    from dcsnas.engine.trainer import resolve_device
+    from dcsnas.bench.memory import peak_memory
+    from dcsnas.engine.device import resolve_device
     from dcsnas.losses.criterion import LossConfig, ReIDCriterion
-    from dcsnas.utils.memory import peak_memory
 
     torch.set_num_threads(case["threads"])
     torch.manual_seed(0)

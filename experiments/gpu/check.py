@@ -17,7 +17,7 @@ only) with a time cap, in this order:
   256x128); ``search_child``: ``dcsnas retrain`` of the derived arch.json with the same data and losses;
   the supernet's weight step against the child's step;
 - ``attention``: SA (SDPA), CSALR G=1, 2 and DCS-CSALR at the ResNet-50 stage shapes of 256x128 and
-  384x128 inputs (forward + backward: time, peak memory; :func:`dcsnas.attention.bench.measure`), then
+  384x128 inputs (forward + backward: time, peak memory; :func:`dcsnas.bench.attention.measure`), then
   ``dcsnas bench attention --quick`` (every case at 384x128/layer1, approximation errors);
 - ``model``: ``dcsnas bench model --train`` (images/s, peak memory per image) and the inference profile of
   PCB, PCB + SA and PCB + CSALR (G = 1, 2, 4, 8) at 384x128, beside seed 001 Table 5;
@@ -456,12 +456,12 @@ def section_search_child(w: Worker) -> None:
 
 def section_attention(w: Worker) -> None:
     """SA (SDPA), CSALR G=1, 2 and DCS-CSALR at the stage shapes, measured in this process with the
-    benchmark's own step (:func:`dcsnas.attention.bench.measure`: one warm-up, then peak memory and times of
+    benchmark's own step (:func:`dcsnas.bench.attention.measure`: one warm-up, then peak memory and times of
     forward + backward); then ``dcsnas bench attention --quick``, whose every case runs in a fresh process."""
     import torch
 
-    from dcsnas.attention.bench import measure
-    from dcsnas.utils.memory import METHODS
+    from dcsnas.bench.attention import measure
+    from dcsnas.bench.memory import METHODS
 
     cases = w.plan["attention_cases"]
     rows = []

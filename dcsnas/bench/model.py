@@ -7,30 +7,32 @@ Everything is measured in eval mode, without gradients, in fp32, on a random inp
 - latency: median (and minimum) wall time of ``repeats`` forwards after ``warmup`` untimed ones, in ms
   (CUDA: synchronised), in this process; several models are timed in interleaved rounds;
 - peak memory: one forward after the warm-up, above what was in use before it (weights and input
-  excluded), in MiB, with :func:`dcsnas.utils.memory.peak_memory`. On CUDA in this process. On CPU the
+  excluded), in MiB, with :func:`dcsnas.bench.memory.peak_memory`. On CUDA in this process. On CPU the
   resident set only shows it when malloc hands freed blocks back to the system, which slows allocations
-  (latency 2-5× on a MobileNetV2), so the models are pickled to one fresh worker process
-  (``python -m dcsnas.engine.profile FILE``) started with :func:`dcsnas.utils.memory.memory_env` at a
-  4 KiB threshold: it measures memory only, and small activations stay visible.
+  (latency 2-5× on a MobileNetV2), so the models go to one fresh worker process (a ``multiprocessing``
+  spawn-context process that receives them through its pipe: no file is written or loaded) started with
+  :func:`dcsnas.bench.memory.memory_env` at a 4 KiB threshold: it measures memory only, and small
+  activations stay visible. (Spawning re-imports the caller's main script: it must run its work under
+  ``if __name__ == "__main__":``, as every script of this repository does.)
 """
 
 from __future__ import annotations
 
-import json
+import multiprocessing
+import os
+import pickle
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Any, Optional, Sequence
+import traceback
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
+from dcsnas.bench.memory import METHODS, memory_env, peak_memory
 from dcsnas.losses.criterion import LossConfig, ReIDCriterion
 from dcsnas.utils.flops import count_flops, count_params
-from dcsnas.utils.memory import METHODS, memory_env, peak_memory
 
 ROUNDS = 5  # interleaved latency rounds over the models of one profile_models call
 
@@ -116,19 +118,61 @@ def count_inference_params(model: nn.Module, input_shape: Sequence[int], device:
     return sum(p.numel() for p in params if id(p) in used)
 
 
+@contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` is ``env`` inside the block (a spawned process starts with the parent's environment)."""
+    previous = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(previous)
+
+
+def _memory_worker(conn, input_shapes: Sequence[Sequence[int]], warmup: int, threads: int) -> None:
+    """The worker process: receives the pickled models through ``conn`` and sends back the peak (MiB, or
+    None) of each, or ``("error", traceback)``."""
+    try:
+        torch.set_num_threads(threads)
+        models = pickle.loads(conn.recv_bytes())  # written by this package's parent process, not a file
+        cpu = torch.device("cpu")
+        conn.send(("ok", [_forward_peak_mb(model.eval(), shape, cpu, warmup)
+                          for model, shape in zip(models, input_shapes)]))
+    except BaseException:  # the parent raises it with the worker's traceback
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
 def _cpu_peaks_in_worker(models: Sequence[nn.Module], input_shapes: Sequence[Sequence[int]], warmup: int,
                          threads: int) -> list[Optional[float]]:
+    """Peak memory of each model in a fresh spawned process. The models travel as plain pickle bytes (not
+    as the process's arguments: those would move every tensor into shared memory, /dev/shm, in place)."""
     env = memory_env(mmap_threshold=4096)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # busy-waiting OpenMP threads stall a shared machine
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "models.pt"
-        torch.save({"models": list(models), "input_shapes": [list(s) for s in input_shapes], "warmup": warmup,
-                    "threads": threads}, spec)
-        proc = subprocess.run([sys.executable, "-m", "dcsnas.engine.profile", str(spec)], capture_output=True,
-                              text=True, env=env, check=False)
-    if proc.returncode:
-        raise RuntimeError(f"the memory worker failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    payload = pickle.dumps(list(models))
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    worker = context.Process(target=_memory_worker, args=(child, [list(s) for s in input_shapes], warmup, threads),
+                             daemon=True)
+    with _environment(env):
+        worker.start()
+    child.close()
+    try:
+        parent.send_bytes(payload)
+        status, value = parent.recv()
+    except (EOFError, BrokenPipeError):
+        status, value = "error", "it exited before answering"
+    finally:
+        parent.close()
+        worker.join()
+    if status != "ok" and worker.exitcode:
+        value = f"{value} (exit code {worker.exitcode})"
+    if status != "ok":
+        raise RuntimeError(f"the memory worker failed:\n{value[-4000:]}")
+    return value
 
 
 def profile_models(models: Sequence[nn.Module], input_shapes: Sequence[Sequence[int]],
@@ -178,18 +222,6 @@ def profile_model(model: nn.Module, input_shape: Sequence[int], device: torch.de
     ``repeats`` (0 without latency), ``warmup``, ``memory_method``.
     """
     return profile_models([model], [input_shape], device, repeats, warmup, latency)[0]
-
-
-def _worker(spec_path: str) -> list[Optional[float]]:
-    spec = torch.load(spec_path, weights_only=False)
-    torch.set_num_threads(spec["threads"])
-    cpu = torch.device("cpu")
-    return [_forward_peak_mb(model.eval(), shape, cpu, spec["warmup"])
-            for model, shape in zip(spec["models"], spec["input_shapes"])]
-
-
-if __name__ == "__main__":
-    print(json.dumps(_worker(sys.argv[1])))
 
 
 def train_throughput(model: nn.Module, num_classes: int, input_shape: Sequence[int], device: torch.device | str,

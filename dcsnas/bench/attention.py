@@ -2,7 +2,7 @@
 
 Speed and memory: forward + backward of one module (``out.sum().backward()``, input with gradient, gamma = 1)
 at the feature shapes of ResNet-50 stages. Every (case, shape) pair runs in a fresh subprocess
-(``python -m dcsnas.attention.bench SPEC``), so allocator state and thread pools of one case never reach
+(``python -m dcsnas.bench.attention SPEC``), so allocator state and thread pools of one case never reach
 another; after one warm-up step it measures:
 
 - time: median and minimum wall time over ``repeats`` steps (CUDA: synchronised), and the median CPU time
@@ -37,9 +37,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from PIL import Image
+from torchvision import models
+from torchvision.models import ResNet50_Weights
+from torchvision.transforms import functional as TF
 
+from dcsnas.attention.landmarks import landmark_grid
 from dcsnas.attention.registry import create_attention
-from dcsnas.utils.memory import peak_memory
+from dcsnas.bench.memory import peak_memory
+from dcsnas.data.synthetic import TRAIN_DIR, generate
 
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "sa_sdpa": ("sa", {}),
@@ -128,7 +134,7 @@ def run_cases(
             for case in cases:
                 spec = {"case": case, "shape": shape, "batch": batch, "repeats": repeats, "device": device,
                         "threads": threads}
-                proc = subprocess.run([sys.executable, "-m", "dcsnas.attention.bench", json.dumps(spec)],
+                proc = subprocess.run([sys.executable, "-m", "dcsnas.bench.attention", json.dumps(spec)],
                                       capture_output=True, text=True, env=env, check=False)
                 if proc.returncode:
                     raise RuntimeError(f"benchmark case {case} at {shape} failed:\n{proc.stderr[-4000:]}")
@@ -164,8 +170,6 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _imagenet_weights():
     """ResNet-50 ImageNet weights if already in the torch hub cache, else ``None`` (never downloads)."""
-    from torchvision.models import ResNet50_Weights
-
     for weights in (ResNet50_Weights.IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V1):
         if (Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name).is_file():
             return weights
@@ -174,12 +178,6 @@ def _imagenet_weights():
 
 def reid_features(batch: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     """ResNet-50 layer1 features [batch, 256, 64, 32] of synthetic Re-ID images, the images, the weights' name."""
-    from PIL import Image
-    from torchvision import models
-    from torchvision.transforms import functional as TF
-
-    from dcsnas.data.synthetic import TRAIN_DIR, generate
-
     with tempfile.TemporaryDirectory() as tmp:
         generate("tiny", 0, tmp, show_progress=False)
         paths = sorted((Path(tmp) / TRAIN_DIR).glob("*.jpg"))
@@ -197,9 +195,10 @@ def attention_maps(features: torch.Tensor, name: str, landmarks: Optional[int], 
     """The [B, n, n] map of ``name`` (G = 1) on ``features`` with SA's seed-0 weights, Q and K scaled by ``qk_gain``."""
     channels = features.shape[1]
     torch.manual_seed(0)
-    weights = create_attention("sa", channels).state_dict()
-    for key in ("query.weight", "query.bias", "key.weight", "key.bias"):
-        weights[key] = weights[key] * qk_gain
+    sa = create_attention("sa", channels)
+    weights, qk = sa.state_dict(), 2 * sa.qk_channels  # G = 1: the qkv conv's rows are Q, K, then V
+    for key in ("qkv.weight", "qkv.bias"):
+        weights[key] = torch.cat([weights[key][:qk] * qk_gain, weights[key][qk:]])
     options = {} if name == "sa" else {"landmarks": landmarks, "groups": 1}
     module = create_attention(name, channels, **options)
     module.load_state_dict(weights)
@@ -209,8 +208,6 @@ def attention_maps(features: torch.Tensor, name: str, landmarks: Optional[int], 
 
 def approximation_errors(features: torch.Tensor, counts, qk_gains=QK_GAINS) -> list[dict[str, Any]]:
     """||A - A_SA||_F / ||A_SA||_F of CSA and CSALR for each landmark count (and n), per Q/K gain."""
-    from dcsnas.attention.landmarks import landmark_grid
-
     size = tuple(features.shape[2:])
     n = size[0] * size[1]
     out = []

@@ -1,29 +1,22 @@
-"""NNI experiments without NNI: the config schemas of ``dcsnas tune`` and of ``dcsnas search --strategy
-nni:*``, and the summary of their trials. The experiments themselves run in :mod:`dcsnas.nas.nni_bridge`,
-the only module that imports NNI; everything here loads and validates where NNI is not installed.
+"""The config schemas of ``dcsnas tune`` and of ``dcsnas search --strategy nni:*``; they load and validate
+where NNI is not installed (this module does not import it).
 
 ``dcsnas tune`` (:class:`TuneConfig`): an NNI hyper-parameter experiment whose trials are ``dcsnas train``
 (or ``retrain``) runs of one base config, each with the values the tuner draws for the keys of
 ``search_space`` (dotted config keys, NNI's search-space format). ``search --strategy nni:*``
 (:class:`NNISearchConfig`): the search config plus an ``nni`` section (trial budget of the multi-trial
-strategies). The summary (:func:`write_summary`) lists every trial with its parameters and its metric, best
-first: ``summary.json``, ``trials.csv`` and ``summary.md`` in the run directory.
+strategies).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import math
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 from dcsnas.errors import ConfigError
 from dcsnas.nas.config import SearchConfig
-from dcsnas.utils.io import atomic_write_json, atomic_write_text
 
 INSTALL_HINT = 'pip install "nni==3.0" "pytorch-lightning>=2,<3" "setuptools<81"'
 NNI_STRATEGIES = ("nni:random", "nni:evolution", "nni:darts", "nni:gumbel-darts")
@@ -138,41 +131,3 @@ def check_trial_keys(cfg: TuneConfig, schema: type) -> None:
                 raise ConfigError(f"tune config key 'search_space.{key}': '{part}' is not a key of the trials' "
                                   f"{schema.__name__}")
             node = typing.get_type_hints(node)[part]
-
-
-def _number(value: Any) -> Optional[float]:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def write_summary(path: str | Path, trials: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """Write ``summary.json``, ``trials.csv`` and ``summary.md`` into the folder ``path``.
-
-    ``trials``: one mapping per trial with ``trial`` (its id), ``status``, ``params`` (the tuner's values
-    or the sampled architecture), ``metric`` (final value, or None) and ``intermediate`` (values reported
-    after each evaluation). Trials are sorted best first (higher is better); the summary's ``best`` is the
-    first one with a final metric. Returns the summary.
-    """
-    path = Path(path)
-    ranked = sorted(trials, key=lambda t: (_number(t.get("metric")) is None, -(_number(t.get("metric")) or 0.0)))
-    best = next((t for t in ranked if _number(t.get("metric")) is not None), None)
-    summary = {"metric": metric, "best": best, "num_trials": len(trials),
-               "num_succeeded": sum(t.get("status") == "SUCCEEDED" for t in trials), "trials": ranked}
-    atomic_write_json(path / "summary.json", summary)
-    keys = sorted({k for t in ranked for k in t.get("params", {})})
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["trial", "status", metric, *keys])
-    for t in ranked:
-        writer.writerow([t["trial"], t.get("status", ""), "" if t.get("metric") is None else t["metric"],
-                         *(t.get("params", {}).get(k, "") for k in keys)])
-    atomic_write_text(path / "trials.csv", buffer.getvalue())
-    lines = [f"# {len(trials)} trials, best {metric}: "
-             + ("none" if best is None else f"{best['metric']:.4f} (trial {best['trial']})"), "",
-             "| " + " | ".join(["trial", "status", metric, *keys]) + " |",
-             "|" + "---|" * (3 + len(keys))]
-    for t in ranked:
-        value = "" if _number(t.get("metric")) is None else f"{t['metric']:.4f}"
-        lines.append("| " + " | ".join([str(t["trial"]), str(t.get("status", "")), value,
-                                        *(str(t.get("params", {}).get(k, "")) for k in keys)]) + " |")
-    atomic_write_text(path / "summary.md", "\n".join(lines) + "\n")
-    return summary

@@ -1,0 +1,265 @@
+"""A search-space file as an NNI ``ModelSpace`` (:class:`ReIDSpace`), its one-shot width mutation, and NNI's
+sample back to our option indices (:func:`sample_indices`).
+
+The model space is built from the blocks of :mod:`dcsnas.models.blocks`, the attentions and the Re-ID
+heads. Every searchable choice of the file is one NNI mutable with the same label (``s1/0/op``) and
+candidates: op and attention choices are ``LayerChoice``s (candidate names ``ir_k3_e3``, ``none``,
+``csalr-g2``), width choices ``nni.choice``s of the widths. A sampled (frozen) model holds exactly the modules
+:func:`~dcsnas.models.searched.build_searched_backbone` builds for that architecture.
+
+For the one-shot strategies, candidates whose widths are searched become the FBNetV2 channel-masked ops of
+:mod:`dcsnas.nas.ops` weighted by NNI's architecture parameters (:class:`_WidthMixed`): an op is the masked
+inverted residual at the widest widths; an attention is :class:`~dcsnas.nas.ops.AttentionAtWidths` (one
+attention per width option, each run on its leading channels, as the derived network builds it), so the
+supernet computes the child network; op and attention choices are NNI's own mixed layers.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+from dcsnas.attention import create_attention
+from dcsnas.models.backbones import Backbone, resnet50
+from dcsnas.models.blocks import build_op, conv_head, parse_op, stem
+from dcsnas.models.builder import ReIDModel
+from dcsnas.models.heads import HEADS
+from dcsnas.nas.ops import AttentionAtWidths, MaskedInvertedResidual, MaskedSkip
+from dcsnas.nas.space import CONV_HEAD, STEM, AttentionCandidate, Choice, MobileNetV2Space, SearchSpace, parse_space
+from dcsnas.nni.deps import (
+    BaseSuperNetModule,
+    Categorical,
+    LayerChoice,
+    ModelSpace,
+    ParametrizedModule,
+    ensure_frozen,
+    label_scope,
+    nni,
+)
+
+
+def _labelled(key: str, make: Callable[[str], Any]) -> Any:
+    """``make(name)`` inside NNI label scopes, so that the mutable's label is our choice key ``a/b/name``
+    (NNI forbids ``/`` in a label and builds hierarchical labels from scopes)."""
+    *scopes, name = key.split("/")
+    with ExitStack() as stack:
+        for scope in scopes:
+            stack.enter_context(label_scope(scope))
+        return make(name)
+
+
+class _Candidate(ParametrizedModule):
+    """A candidate whose keyword arguments may be ``nni.choice``s: ``build(**arguments)`` at their default
+    values in the model space; in a frozen model, the built module itself at the sampled values."""
+
+    build: Callable[..., nn.Module]
+
+    def __init__(self, **arguments: Any):
+        super().__init__()
+        self.body = type(self).build(**arguments)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    @classmethod
+    def should_invoke_fixed_module(cls) -> bool:
+        return True
+
+    @classmethod
+    def create_fixed_module(cls, sample: dict, *args: Any, **kwargs: Any) -> nn.Module:
+        _, kwargs = cls.freeze_init_arguments(sample, **kwargs)
+        return cls.build(**kwargs)
+
+
+def _attention(name: str, options: dict[str, Any], channels: int) -> nn.Module:
+    return create_attention(name, channels, **options)
+
+
+class _Op(_Candidate, disable_init_wrapper=True):
+    build = staticmethod(build_op)  # (name, in_channels, out_channels, stride)
+
+
+class _Attention(_Candidate, disable_init_wrapper=True):
+    build = staticmethod(_attention)  # (name, options, channels)
+
+
+class _ConvHead(_Candidate, disable_init_wrapper=True):
+    build = staticmethod(conv_head)  # (in_channels, out_channels)
+
+
+class _SpaceBuilder:
+    """NNI mutables for the choices of one space: one ``nni.choice`` object per width key, a
+    ``LayerChoice`` per op or attention choice (a searchable one; a fixed choice is its only option)."""
+
+    def __init__(self) -> None:
+        self.widths: dict[str, Any] = {}
+
+    def width(self, choice: Choice) -> Any:
+        if not choice.searchable:
+            return choice.options[0]
+        if choice.key not in self.widths:
+            self.widths[choice.key] = _labelled(choice.key, lambda name: nni.choice(name, list(choice.options)))
+        return self.widths[choice.key]
+
+    @staticmethod
+    def layer(choice: Choice, build: Callable[[Any], nn.Module]) -> nn.Module:
+        if not choice.searchable:
+            return build(choice.options[0])
+        candidates = {label: build(option) for label, option in zip(choice.labels, choice.options)}
+        return _labelled(choice.key, lambda name: LayerChoice(candidates, label=name))
+
+    def attention(self, choice: Choice, channels: Any) -> nn.Module:
+        return self.layer(choice, lambda c: nn.Identity() if c is None else _Attention(
+            name=c.name, options=dict(c.options), channels=channels))
+
+
+def _space_backbone(space: SearchSpace):
+    """The backbone of the model space of ``space`` (see the module docstring)."""
+    build = _SpaceBuilder()
+    if not isinstance(space, MobileNetV2Space):
+        net = resnet50(space.pretrained, space.last_stride)
+        searched = {s.name: i for i, s in enumerate(space.stages)}
+        stages = {name: nn.Sequential(module, build.attention(space.attention_choice(searched[name]),
+                                                              net.stage_channels[name]))
+                  if name in searched else module for name, module in net.stages.items()}
+        return Backbone(stages, net.stage_channels, net.stage_strides)
+    stages: dict[str, nn.Module] = {STEM: stem(space.stem_channels, space.stem_stride)}
+    channels, strides = {STEM: space.stem_channels}, {STEM: space.stem_stride}
+    slots, stride = list(space.blocks()), space.stem_stride
+    for i, stage in enumerate(space.stages):
+        blocks = [build.layer(s.op, lambda op, s=s: _Op(name=op, in_channels=build.width(s.width_in),
+                                                        out_channels=build.width(s.width_out), stride=s.stride))
+                  for s in slots if s.stage == stage.name]
+        width = build.width(space.width_choice(i))
+        stages[stage.name] = nn.Sequential(*blocks, build.attention(space.attention_choice(i), width))
+        stride *= stage.stride
+        channels[stage.name], strides[stage.name] = ensure_frozen(width), stride
+    stages[CONV_HEAD] = _ConvHead(in_channels=build.width(space.width_choice(len(space.stages) - 1)),
+                                  out_channels=space.head_channels)
+    channels[CONV_HEAD], strides[CONV_HEAD] = space.head_channels, stride
+    return Backbone(stages, channels, strides)
+
+
+class ReIDSpace(ModelSpace):
+    """The NNI model space of a search space (the YAML mapping ``space``) with a Re-ID ``head`` for
+    ``num_classes`` identities; ``forward`` is that of :class:`~dcsnas.models.builder.ReIDModel`."""
+
+    def __init__(self, space: dict[str, Any], num_classes: int, head: str = "bnneck"):
+        super().__init__()
+        backbone = _space_backbone(parse_space(space, str(space.get("name", "search space"))))
+        self.model = ReIDModel(backbone, HEADS[head](backbone.out_channels, num_classes), {}, {})
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.embedding_dim
+
+    def forward(self, x: torch.Tensor):
+        return self.model(x)
+
+    def extra_oneshot_hooks(self, strategy) -> list[Callable]:
+        """One-shot strategies: candidates with searched widths become :class:`_WidthMixed`."""
+        return [_WidthMixed.mutate]
+
+
+class _AttentionMixture(nn.Module):
+    """``forward(x, w)``: Σ_i w_i · the attention built at width option i on the leading channels of ``x``
+    (:class:`~dcsnas.nas.ops.AttentionAtWidths`, NNI's soft width weights ``w``)."""
+
+    def __init__(self, name: str, options: dict[str, Any], widths: tuple[int, ...]):
+        super().__init__()
+        self.attention = AttentionAtWidths(AttentionCandidate(name, name, dict(options)), widths)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, w, single_path=False)
+
+
+class _Widest(nn.Module):
+    """``forward(x, *weights)``: the module at the widest input width (channels beyond the active width are 0)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+class _WidthMixed(BaseSuperNetModule):
+    """One-shot form of a :class:`_Candidate` whose widths are searched: ``body(x, *w)`` at the widest
+    widths, with w = softmax(α) of NNI's architecture parameter per width label (``[1.]`` for a fixed width);
+    ``softmax`` is the strategy's (Gumbel-softmax for GumbelDARTS). Exports the argmax width per label."""
+
+    def __init__(self, body: nn.Module, widths: list[tuple[Optional[str], tuple[int, ...], Optional[nn.Parameter]]],
+                 softmax: nn.Module):
+        super().__init__()
+        self.body, self.softmax = body, softmax
+        self.widths = [(label, values) for label, values, _ in widths]
+        self.alphas = nn.ParameterList([alpha for _, _, alpha in widths if alpha is not None])
+
+    def _weights(self) -> list[torch.Tensor]:
+        alphas = iter(self.alphas)
+        return [self.softmax(next(alphas)) if label is not None else torch.ones(1, device=self.alphas[0].device)
+                for label, _ in self.widths]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x, *self._weights())
+
+    def _searched(self) -> Iterator[tuple[str, tuple[int, ...], nn.Parameter]]:
+        alphas = iter(self.alphas)
+        for label, values in self.widths:
+            if label is not None:
+                yield label, values, next(alphas)
+
+    def resample(self, memo: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def export(self, memo: dict[str, Any]) -> dict[str, Any]:
+        return {label: values[int(alpha.argmax())] for label, values, alpha in self._searched() if label not in memo}
+
+    def export_probs(self, memo: dict[str, Any]) -> dict[str, Any]:
+        return {label: dict(zip(values, self.softmax(alpha).tolist()))
+                for label, values, alpha in self._searched() if label not in memo}
+
+    def arch_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.alphas
+
+    @classmethod
+    def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]):
+        if not isinstance(module, _Candidate) or not module.mutables:
+            return None
+        args = module.trace_kwargs
+
+        def width(value) -> tuple[Optional[str], tuple[int, ...], Optional[nn.Parameter]]:
+            if isinstance(value, Categorical):
+                return value.label, tuple(value.values), memo[value.label]
+            return None, (value,), None
+
+        if isinstance(module, _Op):
+            w_in, w_out = width(args["in_channels"]), width(args["out_channels"])
+            spec = parse_op(args["name"])
+            body = MaskedSkip() if spec is None else MaskedInvertedResidual(
+                w_in[1], w_out[1], args["stride"], *spec, shared=w_in[0] is not None and w_in[0] == w_out[0])
+            widths = [w_in, w_out]
+        elif isinstance(module, _Attention):
+            widths = [width(args["channels"])]
+            body = _AttentionMixture(args["name"], args["options"], widths[0][1])
+        else:
+            widths = [width(args["in_channels"])]
+            body = _Widest(conv_head(max(widths[0][1]), args["out_channels"]))
+        return cls(body, widths, mutate_kwargs["softmax"])
+
+
+def sample_indices(space: SearchSpace, sample: dict[str, Any]) -> dict[str, int]:
+    """NNI's sample (label → candidate name or width) as the option index of every choice of ``space``."""
+    indices = {}
+    for choice in space.choices():
+        if not choice.searchable:
+            indices[choice.key] = 0
+            continue
+        if choice.key not in sample:
+            raise ValueError(f"NNI's architecture has no value for the choice {choice.key!r}")
+        indices[choice.key] = choice.labels.index(str(sample[choice.key]))
+    return indices

@@ -1,0 +1,17 @@
+"""Progress bars: tqdm on stderr, off for scripts (``--no-progress``) and non-main DDP ranks."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Iterable, TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, enabled: bool = True, **kwargs: Any) -> Iterable[T]:
+    """A tqdm progress bar on stderr; ``enabled=False`` (or a non-main DDP rank) gives the bare iterable."""
+    if not enabled:
+        return iterable
+    return tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, file=sys.stderr, leave=False, **kwargs)
