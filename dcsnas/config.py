@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from dcsnas.errors import ConfigError
+from dcsnas.utils.io import atomic_write_text
 
 T = TypeVar("T")
 
@@ -172,7 +173,10 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as "
+                          "UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -204,17 +208,79 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return deep_merge(merged, data)
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Load the schema ``cls`` from a YAML file (optional, with ``base`` includes) and ``key=value`` overrides."""
+# Config keys that name a file or folder: a relative value is looked up by :func:`resolve_path`.
+PATH_KEYS = ("data.root", "model.arch", "search.space")
+
+
+def _repository(folder: Path) -> Path | None:
+    """The nearest folder at or above ``folder`` that is a repository (holds .git, pyproject.toml or setup.cfg)."""
+    for candidate in (folder, *folder.parents):
+        if any((candidate / marker).exists() for marker in (".git", "pyproject.toml", "setup.cfg")):
+            return candidate
+    return None
+
+
+def path_candidates(value: str, config_file: str | Path | None = None) -> list[Path]:
+    """Where a relative path of a config is looked for, in order: the working directory, the config file's
+    folder, the repository that holds the config file, and the dcsnas source checkout (if dcsnas runs
+    from one); duplicates removed."""
+    path = Path(value).expanduser()
+    bases = [Path.cwd()]
+    if config_file is not None:
+        folder = Path(config_file).resolve().parent
+        bases += [folder, _repository(folder)]
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() or (checkout / "setup.cfg").is_file():
+        bases.append(checkout)
+    out: list[Path] = []
+    for base in bases:
+        if base is not None and (base / path).resolve() not in [p.resolve() for p in out]:
+            out.append(base / path)
+    return out
+
+
+def resolve_path(value: str, key: str, config_file: str | Path | None = None, required: bool = False) -> str:
+    """``value`` of the path key ``key``: unchanged when absolute or found in the working directory, else the
+    first :func:`path_candidates` that exists (as an absolute path). When none exists: unchanged, or with
+    ``required`` a :class:`ConfigError` that lists the places tried."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return value
+    candidates = path_candidates(value, config_file)
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate.resolve())
+    if required:
+        raise ConfigError(f"config key '{key}' = '{value}': no such file or folder; tried "
+                          + ", ".join(f"'{c}'" for c in candidates))
+    return value
+
+
+def resolve_paths(cfg: Any, config_file: str | Path | None = None, required: tuple[str, ...] = ()) -> Any:
+    """:func:`resolve_path` of each of :data:`PATH_KEYS` that ``cfg`` has and sets (in place); the keys in
+    ``required`` must exist."""
+    for key in PATH_KEYS:
+        *sections, name = key.split(".")
+        node = cfg
+        for section in sections:
+            node = getattr(node, section, None)
+        value = getattr(node, name, None) if node is not None else None
+        if isinstance(value, str) and value:
+            setattr(node, name, resolve_path(value, key, config_file, key in required))
+    return cfg
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                required_paths: tuple[str, ...] = ()) -> T:
+    """Load the schema ``cls`` from a YAML file (optional, with ``base`` includes) and ``key=value`` overrides;
+    relative paths of :data:`PATH_KEYS` are resolved (:func:`resolve_paths`; ``required_paths`` must exist)."""
     data = read_config_file(path) if path is not None else {}
     for text in overrides:
         keys, value = parse_override(text)
         _apply_override(data, keys, value)
-    return from_dict(cls, data)
+    return resolve_paths(from_dict(cls, data), path, required_paths)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    from dcsnas.utils.io import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

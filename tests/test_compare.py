@@ -12,15 +12,18 @@ import yaml
 from PIL import Image
 
 from dcsnas.cli import main
-from dcsnas.compare import load_runs, pareto_front
+from dcsnas.compare import load_runs, pareto_front, summarize_over_seeds
 from dcsnas.compare.plots import plot_arch
 from dcsnas.compare.table import format_table
 from dcsnas.config import save_config
 from dcsnas.data.config import DataConfig
 from dcsnas.data.transforms import TransformConfig
 from dcsnas.engine.config import TrainConfig
+from dcsnas.errors import ConfigError
+from dcsnas.engine.optim import OptimConfig
+from dcsnas.losses.criterion import LossConfig
 from dcsnas.models.builder import AttentionPlacement, ModelConfig, create_model
-from dcsnas.nas.arch import parse_arch
+from dcsnas.models.arch import parse_arch
 from dcsnas.utils.flops import count_flops, count_params
 
 DCS = {"backend": "csalr", "groups": 2, "landmarks": 8, "qk_ratio": 2}
@@ -37,11 +40,12 @@ ARCH = {
 NUM_CLASSES = 12
 
 
-def make_run(root: Path, name: str, model: ModelConfig, mAP: float, dataset: str = "synthetic") -> Path:
+def make_run(root: Path, name: str, model: ModelConfig, mAP: float, dataset: str = "synthetic",
+             loss: LossConfig = LossConfig()) -> Path:
     path = root / name
     path.mkdir(parents=True)
     data = DataConfig(dataset=dataset, root="unused", transforms=TransformConfig(height=64, width=32))
-    save_config(TrainConfig(data=data, model=model), path / "config.yaml")
+    save_config(TrainConfig(data=data, model=model, loss=loss, optim=OptimConfig(epochs=3)), path / "config.yaml")
     cmc = [min(1.0, mAP + 0.1 + 0.02 * r) for r in range(30)]
     test = {"mAP": mAP, "mINP": mAP / 3, "rank-1": cmc[0], "rank-5": cmc[4], "rank-10": cmc[9], "rank-20": cmc[19],
             "num_valid_queries": 40, "cmc": cmc}
@@ -59,7 +63,8 @@ def runs(tmp_path):
     (searched / "arch.json").write_text(json.dumps(ARCH))
     return [
         make_run(tmp_path, "mbv2_base", base, 0.30),
-        make_run(tmp_path, "mbv2_dcs", replace(base, attention=[AttentionPlacement("stage3", "dcs", DCS)]), 0.36),
+        make_run(tmp_path, "mbv2_dcs", replace(base, attention=[AttentionPlacement("stage3", "dcs", DCS)]), 0.36,
+                 loss=LossConfig(ib_weight=0.1, ib_ixf="batch_mi")),
         searched,
     ]
 
@@ -88,6 +93,9 @@ def test_compare_table_csv_json_and_figures(runs, tmp_path, capsys):
     assert [r["kind"] for r in rows.values()] == ["fixed", "fixed", "searched"]
     assert rows["mbv2_dcs"]["attention"] == "stage3:dcs-csalr-g2"
     assert rows["searched_tiny"]["attention"] == "s2:dcs-csalr-g2"
+    # which runs trained with the IB term: eta, the first term's form, and its first epoch (30 % of 3 epochs: 0)
+    assert [(r["ib"], r["ib_start_epoch"]) for r in rows.values()] == [("off", None), ("0.1:batch_mi", 1),
+                                                                      ("off", None)]
     for path, row in zip(runs, rows.values()):
         metrics = json.loads((path / "metrics.json").read_text())
         for key in ("mAP", "rank-1", "rank-5", "rank-10", "mINP"):
@@ -112,9 +120,10 @@ def test_compare_table_csv_json_and_figures(runs, tmp_path, capsys):
     assert table[0]["cpu_latency_ms"] == "" and int(table[2]["flops"]) == rows["searched_tiny"]["flops"]
 
     lines = printed.splitlines()
-    assert lines[0].split()[:4] == ["run", "kind", "mAP", "R-1"]
-    assert lines[3].split()[:3] == ["mbv2_dcs", "fixed", "36.0"] and lines[3].rstrip().endswith("*")
-    assert lines[2].split()[9] == "-"  # CPU ms, not measured
+    assert lines[0].split()[:5] == ["run", "kind", "IB", "mAP", "R-1"]
+    assert lines[3].split()[:4] == ["mbv2_dcs", "fixed", "0.1:batch_mi", "36.0"] and lines[3].rstrip().endswith("*")
+    assert lines[2].split()[:3] == ["mbv2_base", "fixed", "off"]
+    assert lines[2].split()[10] == "-"  # CPU ms, not measured
     for name in ("map_vs_flops.png", "cmc.png", "arch_searched_tiny.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 400
@@ -149,11 +158,11 @@ def test_different_evaluation_settings_warn(runs):
 
 
 def test_table_marks_missing_values_and_units():
-    row = {"run": "a", "kind": "fixed", "mAP": 0.5, "rank-1": 0.6, "rank-5": 0.7, "rank-10": None, "mINP": 0.2,
+    row = {"run": "a", "kind": "fixed", "ib": "0.1:authors", "mAP": 0.5, "rank-1": 0.6, "rank-5": 0.7, "rank-10": None, "mINP": 0.2,
            "params": 2_250_000, "flops": 8_110_000_000, "cpu_latency_ms": 12.345, "cpu_peak_memory_mb": 7.06,
            "train_time_s": 5400.0, "pareto": True}
     lines = format_table([row], ["cpu"], repeats=20).splitlines()
-    assert lines[2].split() == ["a", "fixed", "50.0", "60.0", "70.0", "-", "20.0", "2.25M", "8.11G", "12.35", "7.06",
+    assert lines[2].split() == ["a", "fixed", "0.1:authors", "50.0", "60.0", "70.0", "-", "20.0", "2.25M", "8.11G", "12.35", "7.06",
                                 "90.0min", "*"]
     assert "median of 20 forwards at batch 1" in lines[3]
 
@@ -166,3 +175,88 @@ def test_resnet_arch_diagram(tmp_path):
     plot_arch(arch, tmp_path / "arch.png", "resnet")
     with Image.open(tmp_path / "arch.png") as image:
         assert image.format == "PNG"
+
+
+# ------------------------------------------------------------------------------------------------- seeds
+def seeded_run(root: Path, name: str, model: ModelConfig, mAP: float, seed: int, dataset: str = "synthetic") -> Path:
+    path = make_run(root, name, model, mAP, dataset)
+    cfg = yaml.safe_load((path / "config.yaml").read_text())
+    cfg["seed"] = seed
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def seed_runs(tmp_path):
+    """base: seeds 0-2, mAP .30 .32 .37; dcs: seeds 0-3, mAP .34 .35 .42 .50; one searched run (seed 0)."""
+    base = ModelConfig(backbone="mobilenetv2", width_mult=0.25)
+    dcs = replace(base, attention=[AttentionPlacement("stage3", "dcs", DCS)])
+    searched = seeded_run(tmp_path, "searched", ModelConfig(backbone="searched", arch="/moved/arch.json"), 0.2, 0)
+    (searched / "arch.json").write_text(json.dumps(ARCH))
+    runs = [seeded_run(tmp_path, f"base_s{s}", base, m, s) for s, m in enumerate((0.30, 0.32, 0.37))]
+    runs += [seeded_run(tmp_path, f"dcs_s{s}", dcs, m, s) for s, m in enumerate((0.34, 0.35, 0.42, 0.50))]
+    return runs + [searched]
+
+
+def test_compare_groups_seeds_with_mean_std_and_paired_interval(seed_runs, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(["compare", *map(str, seed_runs), "--out", str(out), "--device", "cpu", "--no-latency",
+                 "--warmup", "0", "--paired", "base_s0"])
+    printed, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads((out / "compare.json").read_text())
+    groups = {g["group"]: g for g in report["groups"]}
+    assert list(groups) == ["base", "dcs", "searched"]
+    base, dcs, single = groups["base"], groups["dcs"], groups["searched"]
+    assert (base["n"], base["seeds"], dcs["n"], dcs["seeds"], single["n"]) == (3, [0, 1, 2], 4, [0, 1, 2, 3], 1)
+    assert base["runs"] == ["base_s0", "base_s1", "base_s2"]
+    # base: mean (.30 + .32 + .37) / 3 = .33; squared deviations .0009 + .0001 + .0016 = .0026, / (n - 1) = .0013
+    assert base["mAP"] == pytest.approx(0.33) and base["mAP_std"] == pytest.approx(0.0013 ** 0.5)
+    assert base["mINP"] == pytest.approx(0.11) and base["mINP_std"] == pytest.approx(0.0013 ** 0.5 / 3)
+    # dcs: mean 1.61 / 4 = .4025; deviations -.0625 -.0525 .0175 .0975: squares sum to .016475, / 3
+    assert dcs["mAP"] == pytest.approx(0.4025) and dcs["mAP_std"] == pytest.approx((0.016475 / 3) ** 0.5)
+    assert dcs["mAP_n"] == 4 and single["mAP"] == 0.2 and single["mAP_std"] is None
+    assert base["flops"] < dcs["flops"] and report["groups_pareto_front"] == ["searched", "base", "dcs"]
+
+    paired = report["paired"]
+    assert paired["reference"] == "base" and [p["group"] for p in paired["groups"]] == ["dcs", "searched"]
+    vs_dcs, vs_single = paired["groups"]
+    assert vs_dcs["seeds"] == [0, 1, 2] and vs_dcs["n"] == 3  # seed 3 has no reference run
+    stats = vs_dcs["mAP"]
+    assert stats["differences"] == pytest.approx([0.04, 0.03, 0.05])
+    # mean .04, sd .01 (deviations 0, -.01, .01); t(0.975, 2 dof) = 4.3027 (t table): half width 4.3027 * .01 / sqrt 3
+    half = 4.302653 * 0.01 / 3 ** 0.5
+    assert stats["mean"] == pytest.approx(0.04) and stats["std"] == pytest.approx(0.01)
+    assert stats["ci"] == pytest.approx([0.04 - half, 0.04 + half], abs=1e-6)
+    assert vs_single["n"] == 1 and vs_single["mAP"]["differences"] == pytest.approx([-0.10])
+    assert vs_single["mAP"]["ci"] is None
+
+    lines = [line.split() for line in printed.splitlines()]
+    assert ["base", "3", "0,1,2", "33.0", "±", "3.6"] in [line[:6] for line in lines]
+    assert ["dcs", "4", "0,1,2,3", "40.2", "±", "7.4"] in [line[:6] for line in lines]
+    assert "paired against base" in printed and "CI [+1.52, +6.48]" in printed
+    with Image.open(out / "map_vs_flops.png") as image:
+        assert image.format == "PNG"
+
+
+def test_summarize_over_seeds_on_plain_records():
+    records = [{"run": "a1", "key": "a", "seed": 1, "acc": 0.5}, {"run": "b", "key": "b", "seed": 1, "acc": 0.9},
+               {"run": "a2", "key": "a", "seed": 2, "acc": 0.7}, {"run": "a3", "key": "a", "seed": 3, "acc": None}]
+    a, b = summarize_over_seeds(records, "key", ["acc"])
+    assert (a["group"], a["n"], a["acc_n"], a["acc"]) == ("a", 3, 2, pytest.approx(0.6))
+    assert a["acc_std"] == pytest.approx(0.02 ** 0.5)  # (.01 + .01) / (2 - 1)
+    assert (b["group"], b["acc"], b["acc_std"]) == ("b", 0.9, None)
+    with pytest.raises(ConfigError, match="repeat a seed"):
+        summarize_over_seeds(records + [{"run": "a4", "key": "a", "seed": 1, "acc": 0.1}], "key", ["acc"])
+
+
+def test_seed_groups_of_different_data_sets_are_refused(tmp_path, capsys):
+    base = ModelConfig(backbone="mobilenetv2", width_mult=0.25)
+    runs = [seeded_run(tmp_path, "a_s0", base, 0.3, 0), seeded_run(tmp_path, "a_s1", base, 0.3, 1, "market1501")]
+    assert main(["compare", *map(str, runs), "--no-latency"]) == 2
+    assert "different data sets or protocols" in capsys.readouterr().err
+
+
+def test_paired_reference_must_be_a_compared_run(seed_runs, capsys):
+    assert main(["compare", *map(str, seed_runs[1:3]), "--no-latency", "--paired", "nowhere"]) == 2
+    assert "--paired 'nowhere' is none of the compared runs: base_s1, base_s2" in capsys.readouterr().err

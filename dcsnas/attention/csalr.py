@@ -54,11 +54,16 @@ from dcsnas.attention.landmarks import (
     pool_landmarks,
     spread_to_patches,
 )
+from dcsnas.attention.linalg import solve_diagonally_dominant
 
 
 def solve_landmarks(a: Tensor, rhs: Tensor) -> Tensor:
     """A^-1 rhs for ``a`` [N, m, m], ``rhs`` [N, m, r] by LU; items whose LU fails (``info`` != 0) or gives
-    non-finite values get the regularised least-squares solution of the module docstring instead."""
+    non-finite values get the regularised least-squares solution of the module docstring instead. While
+    exporting or tracing (no solve operator in ONNX, no data-dependent branch in a graph): elimination
+    without pivoting, stable for this diagonally dominant A_mm (:mod:`dcsnas.attention.linalg`)."""
+    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        return solve_diagonally_dominant(a, rhs)
     z, info = torch.linalg.solve_ex(a, rhs)
     if z.device.type == "meta":  # shapes only: there is no info to read
         return z
@@ -123,7 +128,7 @@ class CSALRAttention(AttentionBlock):
         landmarks: per group, a count m (default 96, seed 001 §4.2) or a grid (H', W').
         groups: G (default 2, seed 001 §4.2).
         scale: ``"1"`` (seed 001) or ``"sqrt"`` (1/sqrt(C')).
-        **common: ``qk_ratio``, ``return_attention``, ``keep_output`` (see ``AttentionBlock``).
+        **common: ``qk_ratio``, ``return_attention`` (see ``AttentionBlock``).
     """
 
     def __init__(self, channels: int, landmarks: Landmarks = 96, groups: int = 2, scale: str = "1",

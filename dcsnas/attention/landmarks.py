@@ -73,12 +73,12 @@ def pool_landmarks(t: Tensor, size: tuple[int, int], grid: tuple[int, int]) -> T
     return adaptive_avg_pool2d(t.unflatten(-1, size), grid).flatten(-2)
 
 
-@lru_cache(maxsize=64)
 def _patch_index(size: tuple[int, int], grid: tuple[int, int], device: torch.device) -> Tensor:
-    """The landmark of each position of an H x W map, row-major: [H*W] (int64)."""
-    rows = [r * grid[0] // size[0] for r in range(size[0])]
-    cols = [c * grid[1] // size[1] for c in range(size[1])]
-    return torch.tensor([r * grid[1] + c for r in rows for c in cols], device=device)
+    """The landmark of each position of an H x W map, row-major: [H*W] (int64). Built on the device at every
+    call (no cache: a tensor cached while tracing or exporting would be a placeholder of that graph)."""
+    rows = torch.arange(size[0], device=device) * grid[0] // size[0]
+    cols = torch.arange(size[1], device=device) * grid[1] // size[1]
+    return (rows[:, None] * grid[1] + cols).flatten()
 
 
 def spread_to_patches(t: Tensor, dim: int, size: tuple[int, int], grid: tuple[int, int]) -> Tensor:

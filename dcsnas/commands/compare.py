@@ -1,6 +1,8 @@
 """``dcsnas compare RUN [RUN ...] [--out DIR]``: trained runs side by side (see :mod:`dcsnas.compare`).
 
-Prints the table; with ``--out`` also writes compare.csv, compare.json and the PNG figures there.
+Prints the table (and, for runs repeated over seeds, the groups' mean ± std; with ``--paired REF`` the
+per-seed differences against REF's group); with ``--out`` also writes compare.csv, compare.json and the
+PNG figures there.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed forwards per latency median (default: 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed forwards before measuring (default: 3)")
     p.add_argument("--no-latency", dest="latency", action="store_false", help="do not measure latency")
+    p.add_argument("--paired", metavar="REF",
+                   help="a run (name or path) whose seed group is the reference: per-seed differences of every other "
+                        "group with a 95%% paired t confidence interval")
     p.set_defaults(func=run)
 
 
 def _devices(name: str) -> list[str]:
     import torch
 
-    from dcsnas.engine.trainer import resolve_device
+    from dcsnas.engine.device import resolve_device
 
     if name == "auto":
         return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
@@ -45,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
     from dcsnas.compare import compare_runs
 
-    report = compare_runs(args.runs, args.out, _devices(args.device), args.repeats, args.warmup, args.latency)
+    report = compare_runs(args.runs, args.out, _devices(args.device), args.repeats, args.warmup, args.latency,
+                          args.paired)
     print(report["table"])
     if "files" in report:
         print(f"wrote {', '.join(report['files'].values())}")

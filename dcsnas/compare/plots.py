@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
+from dcsnas.compare.runs import attention_label
 from dcsnas.compare.table import si
+from dcsnas.models.arch import CONV_HEAD, RESNET50_CHANNELS, STEM, Arch, MobileNetV2Arch
 from dcsnas.models.blocks import SKIP, parse_op
-from dcsnas.nas.arch import Arch, MobileNetV2Arch
-from dcsnas.nas.space import CONV_HEAD, STEM
 
 DPI = 130
 KIND_MARKERS = {"fixed": "o", "searched": "^"}
@@ -40,9 +40,11 @@ def _flops_scale(flops: Sequence[float]) -> tuple[float, str]:
     return 1.0, "FLOPs"
 
 
-def plot_pareto(rows: Sequence[dict[str, Any]], front: Sequence[int], path: str | Path, title: str) -> None:
+def plot_pareto(rows: Sequence[dict[str, Any]], front: Sequence[int], path: str | Path, title: str,
+                errors: Optional[Sequence[Optional[float]]] = None) -> None:
     """mAP (%) against FLOPs per image, one point per row (marker by kind, colour by run), the Pareto front
-    (indices ``front`` into ``rows``, by increasing FLOPs) as a staircase: the best mAP reachable at each cost."""
+    (indices ``front`` into ``rows``, by increasing FLOPs) as a staircase: the best mAP reachable at each cost.
+    ``errors``: per row a vertical error bar of ± that much mAP (a fraction, like ``mAP``; None: no bar)."""
     plt = _pyplot()
     factor, unit = _flops_scale([r["flops"] for r in rows])
     xs, ys = [r["flops"] / factor for r in rows], [100 * r["mAP"] for r in rows]
@@ -53,6 +55,11 @@ def plot_pareto(rows: Sequence[dict[str, Any]], front: Sequence[int], path: str 
     ax.step(fx + [max(xs) * 1.05], fy + [fy[-1]], where="post", color="0.35", linestyle="--", linewidth=1.2,
             label="Pareto front", zorder=1)
     ax.scatter(fx, fy, s=240, facecolors="none", edgecolors="0.35", linewidths=1.2, zorder=2)
+    if errors is not None:
+        bars = [(x, y, 100 * e) for x, y, e in zip(xs, ys, errors) if e is not None]
+        if bars:
+            bx, by, be = zip(*bars)
+            ax.errorbar(bx, by, yerr=be, fmt="none", ecolor="0.2", elinewidth=1, capsize=4, zorder=2.5)
     for row, x, y, color in zip(rows, xs, ys, _run_colors(len(rows))):
         ax.scatter([x], [y], marker=KIND_MARKERS[row["kind"]], s=70, color=color, edgecolors="black",
                    linewidths=0.6, zorder=3)
@@ -60,8 +67,10 @@ def plot_pareto(rows: Sequence[dict[str, Any]], front: Sequence[int], path: str 
     for kind, marker in KIND_MARKERS.items():
         if any(r["kind"] == kind for r in rows):
             ax.scatter([], [], marker=marker, color="0.6", edgecolors="black", label=f"{kind} architecture")
-    margin = max(1.0, 0.08 * (max(ys) - min(ys)))
-    ax.set_ylim(min(ys) - margin, max(ys) + 2 * margin)
+    spread = [100 * e if e is not None else 0.0 for e in errors] if errors is not None else [0.0] * len(ys)
+    low, high = min(y - e for y, e in zip(ys, spread)), max(y + e for y, e in zip(ys, spread))
+    margin = max(1.0, 0.08 * (high - low))
+    ax.set_ylim(low - margin, high + 2 * margin)
     ax.set_xlabel(f"{unit} per image (multiply-add = 2 FLOPs)")
     ax.set_ylabel("mAP (%)")
     ax.set_title(title)
@@ -94,9 +103,6 @@ def plot_cmc(curves: dict[str, Sequence[float]], path: str | Path, title: str, m
 
 def _stages(arch: Arch) -> list[tuple[str, str, list[str], int, str | None]]:
     """(name, caption, block labels, width, attention label) of each stage, stem and head included."""
-    from dcsnas.compare.runs import attention_label
-    from dcsnas.nas.space import RESNET50_CHANNELS
-
     def label(stage) -> str | None:
         return None if stage.attention is None else attention_label(stage.attention.name, stage.attention.options)
 

@@ -12,11 +12,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from dcsnas.config import from_dict
 from dcsnas.engine.config import TrainConfig
+from dcsnas.engine.rundir import open_run_dir
 from dcsnas.errors import ConfigError
-from dcsnas.utils.io import read_json
+from dcsnas.models.arch import Arch
 from dcsnas.models.builder import ModelConfig
-from dcsnas.nas.arch import Arch, load_arch
+from dcsnas.nas.arch import load_arch_in_space
+from dcsnas.utils.io import read_json
 
 REQUIRED_METRICS = ("dataset", "protocol", "epochs", "num_classes", "train_time_s", "test")
 REQUIRED_TEST = ("mAP", "mINP", "rank-1", "cmc")
@@ -51,7 +54,7 @@ class CompareRun:
 
     def arch(self) -> Optional[Arch]:
         """The architecture of a searched run (``None`` for a fixed one)."""
-        return None if self.arch_path is None else load_arch(self.arch_path)
+        return None if self.arch_path is None else load_arch_in_space(self.arch_path)
 
     def attentions(self) -> list[tuple[str, str]]:
         """``(stage, label)`` of each attention module: the arch's placements, then the config's."""
@@ -84,9 +87,6 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 def load_run(path: str | Path) -> CompareRun:
     """Read a train/retrain run directory; a search run, an unfinished run or a searched run whose
     arch.json cannot be found raise :class:`~dcsnas.errors.ConfigError`."""
-    from dcsnas.config import from_dict
-    from dcsnas.engine.rundir import open_run_dir
-
     run = open_run_dir(path)
     saved = run.saved_config()
     if "search" in saved:

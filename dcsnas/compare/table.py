@@ -1,11 +1,13 @@
 """The comparison table: one row per run with its accuracy (from ``metrics.json``) and its cost (from
-:mod:`dcsnas.engine.profile`), printed as text and written as CSV.
+:mod:`dcsnas.bench.model`), printed as text and written as CSV.
 
 Row keys and units: ``mAP``, ``rank-1/5/10``, ``mINP`` as fractions in [0, 1] (the test split, as in
 metrics.json); ``params``: parameters the inference forward uses (identity classifiers excluded),
 ``params_total``: all; ``flops``: per image at the run's input size (one multiply-add = 2 FLOPs);
 ``<device>_latency_ms``: median forward time at batch 1; ``<device>_peak_memory_mb``: MiB of one forward
-above the weights; ``train_time_s``: training wall time in seconds; ``pareto``: on the mAP-FLOPs front.
+above the weights; ``train_time_s``: training wall time in seconds; ``pareto``: on the mAP-FLOPs front;
+``ib``: whether the run trained with the Information-Bottleneck term (``off``, or η and the first term's
+form, ``0.1:authors``), ``ib_start_epoch``: its first epoch (1-based; None when off).
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from dcsnas.utils.io import atomic_write_text
 RANKS = (1, 5, 10)
 
 
+def ib_setting(run: CompareRun) -> tuple[str, Optional[int]]:
+    """``("off", None)`` or ``("<η>:<ib_ixf>", first IB epoch, 1-based)`` of the run's loss config."""
+    loss = run.config.loss
+    if loss.ib_weight == 0:
+        return "off", None
+    return f"{loss.ib_weight:g}:{loss.ib_ixf}", loss.ib_start_epoch(run.config.optim.epochs) + 1
+
+
 def build_row(run: CompareRun, costs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The row of ``run``; ``costs`` maps a device type (``cpu``, ``cuda``) to the run's profile on it."""
     test = run.metrics["test"]
@@ -30,6 +40,7 @@ def build_row(run: CompareRun, costs: dict[str, dict[str, Any]]) -> dict[str, An
         "attention": "; ".join(f"{stage}:{label}" for stage, label in run.attentions()),
         "dataset": run.metrics["dataset"], "protocol": run.metrics["protocol"],
         "input": "x".join(map(str, run.input_size)), "epochs": run.metrics["epochs"],
+        **dict(zip(("ib", "ib_start_epoch"), ib_setting(run))),
         "mAP": test["mAP"], **{f"rank-{r}": test.get(f"rank-{r}") for r in RANKS}, "mINP": test["mINP"],
         "params": any_cost["inference_params"], "params_total": any_cost["params"], "flops": any_cost["flops"],
     }
@@ -61,7 +72,7 @@ def _columns(devices: Sequence[str]) -> list[tuple[str, str, Callable[[Any], str
     def percent(value: float) -> str:
         return f"{100 * value:.1f}"
 
-    cols = [("run", "run", str), ("kind", "kind", str), ("mAP", "mAP", percent)]
+    cols = [("run", "run", str), ("kind", "kind", str), ("IB", "ib", str), ("mAP", "mAP", percent)]
     cols += [(f"R-{r}", f"rank-{r}", percent) for r in RANKS]
     cols += [("mINP", "mINP", percent), ("params", "params", si), ("FLOPs", "flops", si)]
     for device in devices:
