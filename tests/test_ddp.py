@@ -4,9 +4,11 @@ gives every rank the same centroids and Q(a|y), equal to a single-process refres
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +16,9 @@ import torch.multiprocessing as mp
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from dcsnas.config import load_config
+from dcsnas.engine.checkpoint import rng_state
 from dcsnas.engine.config import TrainConfig
+from dcsnas.engine.distributed import DistContext
 from dcsnas.engine.rundir import RunDir, create_run_dir
 from dcsnas.engine.trainer import Trainer
 
@@ -117,3 +121,70 @@ def test_ddp_step_equals_a_single_process_step_on_the_union_batch(tiny_data, tmp
     assert all(not torch.equal(single["after"][k], single["before"][k]) for k in single["grads"])
     ib_mean = (ranks[0]["ib_term"] + ranks[1]["ib_term"]) / 2
     assert torch.allclose(ib_mean, single["ib_term"], rtol=1e-4)
+
+
+def _stream_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    """Rank ``rank`` trains one epoch without data-loader workers; it saves its weights at the start and the
+    torch random state with which its first training epoch starts."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    cfg = load_config(TrainConfig, TINY, [f"data.root={root}", "data.num_workers=0", "optim.epochs=1",
+                                          "eval.every=0", "eval.before_training=false"])
+    run = create_run_dir(Path(out) / "run", "train", cfg) if rank == 0 else RunDir(Path(out) / "run")
+    torch.distributed.init_process_group("gloo")
+    trainer = Trainer(cfg, run, show_progress=False)
+    seen = {"weights": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}}
+    train_epoch = trainer.train_epoch
+
+    def recording_epoch(epoch):
+        seen.setdefault("rng", torch.get_rng_state())
+        return train_epoch(epoch)
+
+    trainer.train_epoch = recording_epoch
+    trainer.fit()
+    torch.save(seen, Path(out) / f"stream{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_ranks_start_alike_and_draw_their_own_random_streams(tiny_data, tmp_path):
+    """Without loader workers the augmentations (and DCS gate noise) come from the process's generator: the
+    ranks must not draw the same numbers, while the weights they build agree; rank 0 draws what one process
+    draws."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_stream_worker, args=(2, port, str(tiny_data), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"stream{r}.pt", weights_only=True) for r in (0, 1)]
+    for key, value in ranks[0]["weights"].items():
+        assert torch.equal(value, ranks[1]["weights"][key]), key
+    assert not torch.equal(ranks[0]["rng"], ranks[1]["rng"])
+
+    cfg = load_config(TrainConfig, TINY, [f"data.root={tiny_data}", "data.num_workers=0", "optim.epochs=1",
+                                          "eval.every=0", "eval.before_training=false"])
+    single = Trainer(cfg, create_run_dir(tmp_path / "single", "train", cfg), show_progress=False)
+    seen = {}
+    train_epoch = single.train_epoch
+    single.train_epoch = lambda epoch: (seen.setdefault("rng", torch.get_rng_state()), train_epoch(epoch))[1]
+    single.fit()
+    assert torch.equal(seen["rng"], ranks[0]["rng"])
+
+
+def test_resume_gives_every_rank_its_own_saved_random_state():
+    states = []
+    for seed in (11, 22):
+        torch.manual_seed(seed)
+        states.append(rng_state())
+    ckpt = {"rng": states[0], "rng_ranks": states}
+    for rank in (0, 1):
+        torch.manual_seed(99)
+        fake = SimpleNamespace(dist=DistContext(rank, 2, rank), cfg=SimpleNamespace(seed=0), start_epoch=1)
+        Trainer._restore_rng(fake, ckpt)
+        assert torch.equal(torch.get_rng_state(), states[rank]["torch"])
+    # another number of processes: rank 0 continues its saved stream, rank 1 gets a fresh one of its own
+    for rank in (0, 1):
+        fake = SimpleNamespace(dist=DistContext(rank, 3, rank), cfg=SimpleNamespace(seed=0), start_epoch=1)
+        with pytest.warns(UserWarning, match="random states of 2") if rank == 0 else contextlib.nullcontext():
+            Trainer._restore_rng(fake, ckpt)
+        assert torch.equal(torch.get_rng_state(), states[0]["torch"]) == (rank == 0)

@@ -48,6 +48,15 @@ def broadcast_object(obj, ctx: DistContext, src: int = 0):
     return box[0]
 
 
+def gather_object(obj, ctx: DistContext, dst: int = 0):
+    """Every rank's ``obj`` as a list on rank ``dst`` (``[obj]`` in a single process, ``None`` on other ranks)."""
+    if not ctx.enabled:
+        return [obj]
+    gathered = [None] * ctx.world_size if ctx.rank == dst else None
+    dist.gather_object(obj, gathered, dst=dst)
+    return gathered
+
+
 def gather_strided(rows: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Undo a strided split: rank r holds the rows r, r + world_size, … of a tensor; every rank gets the whole
     tensor in its original order. ``rows`` [n_r, ...] may differ in length across ranks."""

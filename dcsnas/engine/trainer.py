@@ -19,10 +19,17 @@ from dcsnas.config import to_dict
 from dcsnas.data.base import hold_out_identities
 from dcsnas.data.loaders import build_test_loader, build_train_loader
 from dcsnas.data.transforms import build_transforms
-from dcsnas.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint, set_rng_state
+from dcsnas.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from dcsnas.engine.config import TrainConfig
 from dcsnas.engine.device import resolve_device
-from dcsnas.engine.distributed import all_reduce_mean, barrier, broadcast_tensors, gather_strided, init_distributed
+from dcsnas.engine.distributed import (
+    all_reduce_mean,
+    barrier,
+    broadcast_tensors,
+    gather_object,
+    gather_strided,
+    init_distributed,
+)
 from dcsnas.engine.evaluator import evaluate_model
 from dcsnas.engine.logging import RunLogger
 from dcsnas.engine.optim import build_optimizer, build_scheduler
@@ -33,7 +40,7 @@ from dcsnas.losses.criterion import ReIDCriterion
 from dcsnas.models.builder import create_model
 from dcsnas.utils.io import atomic_write_bytes
 from dcsnas.utils.progress import progress
-from dcsnas.utils.seed import seed_everything
+from dcsnas.utils.seed import rank_seed, seed_everything
 
 
 def dcs_modules(model: nn.Module) -> list[nn.Module]:
@@ -182,7 +189,7 @@ class Trainer:
         self.start_epoch = ckpt["epoch"] + 1
         self.elapsed, self.history, self.best = ckpt["elapsed"], ckpt["history"], ckpt["best"]
         self.untrained = ckpt["untrained"]
-        set_rng_state(ckpt["rng"])
+        self._restore_rng(ckpt)
         if self.dist.is_main:
             left = f"continuing with epoch {done + 1} of {epochs}" if done < epochs else "no epoch left to train"
             print(f"dcsnas: resuming '{self.run.path}' from the checkpoint of epoch {done} ({left})", file=sys.stderr)
@@ -191,6 +198,20 @@ class Trainer:
                               f"{torch.get_num_threads()}: it will not be bit-identical to an uninterrupted run "
                               f"(set threads: {ckpt['threads']})")
             self._repair_best(done)
+
+    def _restore_rng(self, ckpt: dict[str, Any]) -> None:
+        """This rank's random state of the checkpoint: every rank's is saved (``rng_ranks``), so a resume with
+        the same number of processes is exact; with another number, ranks > 0 start fresh streams (a warning)."""
+        states = ckpt.get("rng_ranks")
+        if states is not None and len(states) == self.dist.world_size:
+            set_rng_state(states[self.dist.rank])
+            return
+        set_rng_state(ckpt["rng"])
+        if self.dist.rank > 0:
+            seed_everything(rank_seed(self.cfg.seed + self.start_epoch, self.dist.rank))
+        if self.dist.is_main and self.dist.enabled:
+            warnings.warn(f"the checkpoint holds the random states of {len(states or [1])} process(es) and the run "
+                          f"resumes with {self.dist.world_size}: ranks other than 0 draw new random streams")
 
     def _repair_best(self, done: int) -> None:
         """Make ``best.pt`` the checkpoint of ``self.best["epoch"]``: rebuilt from ``last.pt`` when that is the
@@ -346,6 +367,10 @@ class Trainer:
         if cfg.eval.before_training and self.start_epoch == 0 and self.dist.is_main:
             self.untrained = self.evaluate("test")
             self.logger.scalars(_scalars(self.untrained), 0, "test/")
+        if self.start_epoch == 0 and self.dist.rank > 0:
+            # each rank its own stream (augmentations without workers, DCS gate noise); everything built so far
+            # (weights, centres) was drawn alike on every rank. Rank 0 keeps the single-process stream.
+            seed_everything(rank_seed(cfg.seed, self.dist.rank))
         for epoch in range(self.start_epoch, epochs):
             tic = time.perf_counter()
             self.begin_epoch(epoch)
@@ -354,6 +379,7 @@ class Trainer:
             self.elapsed += time.perf_counter() - tic
             record: dict[str, Any] = {"epoch": epoch + 1, "train": train_stats}
             due = epoch + 1 == epochs or (cfg.eval.every > 0 and (epoch + 1) % cfg.eval.every == 0)
+            rng_ranks = gather_object(rng_state(), self.dist) if self.dist.enabled else None
             if self.dist.is_main:
                 self.log_epoch(epoch, train_stats)
                 if due and self.val_split is not None:
@@ -367,6 +393,8 @@ class Trainer:
                 if improved:
                     self.best = {"epoch": epoch + 1, **_scalars(record["val"])}
                 state = self.state(epoch)
+                if rng_ranks is not None:
+                    state["rng_ranks"] = rng_ranks
                 if improved:  # best.pt first: last.pt never records a best epoch whose checkpoint is missing
                     save_checkpoint(self.run.checkpoints / "best.pt", **state)
                 save_checkpoint(self.run.checkpoints / "last.pt", **state)
@@ -376,9 +404,9 @@ class Trainer:
         if self.dist.is_main:
             if last_test is None:  # resumed after the last epoch: evaluate the final weights
                 last_test = self.evaluate("test")
-            metrics = {"dataset": self.dataset.name, "protocol": cfg.eval.protocol, "epochs": epochs, "num_classes": self.num_classes,
-                "train_time_s": self.elapsed, "test": last_test, "untrained_test": self.untrained, "best_val": self.best,
-                "history": self.history}
+            metrics = {"dataset": self.dataset.name, "protocol": cfg.eval.protocol, "epochs": epochs,
+                       "num_classes": self.num_classes, "train_time_s": self.elapsed, "test": last_test,
+                       "untrained_test": self.untrained, "best_val": self.best, "history": self.history}
             self.run.write_metrics(metrics)
             self.logger.close()
         return metrics

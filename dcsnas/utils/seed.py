@@ -22,6 +22,14 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of DDP rank ``rank``'s own random stream (augmentations without workers, DCS gate noise):
+    ``seed`` itself on rank 0, so a single process and rank 0 draw alike; a mix of ``(seed, rank)`` elsewhere."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint32)[0])  # a valid PYTHONHASHSEED
+
+
 def worker_init_fn(worker_id: int) -> None:
     """DataLoader worker seeding: each worker derives its NumPy/random seed from torch's per-worker seed.
     Workers ignore SIGINT and SIGTERM sent to the whole process group (Ctrl-C, ``kill -TERM -PGID``): the main
