@@ -10,13 +10,12 @@ import torch.nn.functional as F
 
 import dcsnas.attention.csalr as csalr_module
 import dcsnas.attention.dcs as dcs_module
-
 from dcsnas.attention import (
     CSAKernel,
     CSALRKernel,
-    SAKernel,
     DCSAttention,
     DeepSupervisionHead,
+    SAKernel,
     attention_options,
     create_attention,
 )

@@ -18,7 +18,8 @@ TINY = Path(__file__).resolve().parents[1] / "experiments" / "cpu" / "tiny_test.
 
 def test_bench_model_reports_the_models_flops(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "model", "--config", str(TINY), "--repeats", "1", "--num-classes", "12", "--out", str(out)]) == 0
+    args = ["bench", "model", "--config", str(TINY), "--repeats", "1", "--num-classes", "12", "--out", str(out)]
+    assert main(args) == 0
     result = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == result
     model = create_model(load_config(TrainConfig, TINY).model, 12)

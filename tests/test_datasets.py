@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import write_image, write_tree
+
 from dcsnas.cli import main
 from dcsnas.data import DATASETS, build_dataset
 from dcsnas.errors import ConfigError, DataError
@@ -114,7 +114,8 @@ def test_bad_names_are_reported_with_count_and_first_few(market_tree):
     folder = market_tree / "Market-1501-v15.09.15" / "query"
     for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
         write_image(folder / name)
-    with pytest.raises(DataError, match=r"4 file name\(s\) in '.*query' do not match .* \(first: a.jpg, b.jpg, c.jpg\)"):
+    message = r"4 file name\(s\) in '.*query' do not match .* \(first: a.jpg, b.jpg, c.jpg\)"
+    with pytest.raises(DataError, match=message):
         build_dataset("market1501", market_tree)
 
 

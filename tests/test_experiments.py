@@ -3,9 +3,8 @@ itself DCS (DCS-FB, DCS-DNAS retraining) trains with the IB loss as its authors 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 import pytest
 

@@ -24,7 +24,8 @@ def test_batch_hard_triplet_matches_brute_force():
     torch.manual_seed(0)
     feats = torch.randn(8, 5, dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    assert torch.allclose(TripletLoss(0.3)(feats, labels), brute_force_batch_hard(feats, labels, 0.3).float(), atol=1e-5)
+    expected = brute_force_batch_hard(feats, labels, 0.3).float()
+    assert torch.allclose(TripletLoss(0.3)(feats, labels), expected, atol=1e-5)
 
 
 def test_soft_margin_and_gradient():
@@ -87,7 +88,8 @@ def test_ib_warm_up_from_epochs_or_ratio(loss, epochs, start):
     ({"loss": {"ib_ixf": "mine"}}, "config key 'loss.ib_ixf': expected one of 'authors', 'batch_mi'"),
     ({"loss": {"ib_weight": 0.1, "ib_warmup_epochs": 4}, "optim": {"epochs": 4}},
      "loss.ib_warmup_epochs = 4 is not before optim.epochs = 4"),
-    ({"schedule": {"rpp_start_epoch": 1}}, "schedule.rpp_start_epoch = 1 needs model.head: pcb .*got model.head = 'bnneck'"),
+    ({"schedule": {"rpp_start_epoch": 1}},
+     "schedule.rpp_start_epoch = 1 needs model.head: pcb .*got model.head = 'bnneck'"),
     ({"schedule": {"rpp_start_epoch": 5}, "model": {"head": "pcb"}, "optim": {"epochs": 5}},
      "schedule.rpp_start_epoch = 5 is not before optim.epochs = 5"),
     ({"eval": {"protocol": "duke"}}, "config key 'eval.protocol': expected one of 'market', 'cuhk03'"),

@@ -42,7 +42,7 @@ def test_bnneck_training_outputs_and_deep_supervision():
                               "deep_supervision": True}])
     model.train()
     out = model(torch.randn(4, 3, 64, 32))
-    assert [l.shape for l in out["logits"]] == [(4, 5)]
+    assert [logits.shape for logits in out["logits"]] == [(4, 5)]
     assert out["features"].shape == (4, model.embedding_dim) == out["pooled"].shape
     assert len(out["aux_logits"]) == 1 and out["aux_logits"][0].shape == (4, 5)
     # deep supervision reaches the attention's Q/K/V even though gamma = 0 at initialisation
@@ -94,7 +94,8 @@ def test_pcb_refined_pooling_travels_in_the_state_dict():
     ({"backbone": "mobilenetv2", "attention": [{"stage": "stage2", "name": "nonlocal"}]},
      r"attention option 'name' = 'nonlocal'"),
     ({"backbone": "searched"}, r"needs model.arch"),
-    ({"backbone": "mobilenetv2", "attention": [{"stage": "stage2", "name": "sa", "options": {"return_attention": True}}]},
+    ({"backbone": "mobilenetv2",
+      "attention": [{"stage": "stage2", "name": "sa", "options": {"return_attention": True}}]},
      r"model.attention\[0\].options.return_attention = True is not a model option"),
     ({"backbone": "mobilenetv2", "attention": [{"stage": "stage2", "name": "sa", "options": {"keep_output": True}}]},
      r"attention option 'keep_output' = True: no such option for 'sa'; allowed: "),
@@ -129,7 +130,8 @@ def test_the_train_and_eval_contract():
     torch.manual_seed(0)
     out = model(x)
     assert set(out) == {"logits", "features", "aux_logits", "pooled"}
-    assert [l.shape for l in out["logits"]] == [(3, 5)] and [l.shape for l in out["aux_logits"]] == [(3, 5)]
+    assert [logits.shape for logits in out["logits"]] == [(3, 5)]
+    assert [logits.shape for logits in out["aux_logits"]] == [(3, 5)]
     model.eval()
     embedding = model(x)
     assert embedding.shape == (3, model.embedding_dim)

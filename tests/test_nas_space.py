@@ -67,7 +67,8 @@ def _with(path: str, value):
     (_with("stages.0.attention", {"types": ["none", "nl"]}), "attention type 'nl'"),
     (_with("stages.0.attention", {"types": ["sa"], "options": {"landmarks": 4}}), "option 'landmarks' is not accepted"),
     (_with("stages.0.attention", {"types": ["csalr"], "groups": [3]}), "stages[0].attention (s1, csalr-g3, width 8)"),
-    ({"version": 1, "name": "r", "skeleton": "resnet50", "stages": [{"name": "layer5"}]}, "'layer5' is not a ResNet-50"),
+    ({"version": 1, "name": "r", "skeleton": "resnet50", "stages": [{"name": "layer5"}]},
+     "'layer5' is not a ResNet-50"),
 ])
 def test_bad_space_file_names_file_and_key(tmp_path, data, message):
     path = tmp_path / "space.yaml"

@@ -207,7 +207,8 @@ def test_resume_rebuilds_a_missing_best_pt_and_says_so(run_copy, tiny_data, caps
     assert "rebuilt it from last.pt" in capsys.readouterr().err
     best = torch.load(run_copy / "checkpoints" / "best.pt", weights_only=True)
     last = torch.load(run_copy / "checkpoints" / "last.pt", weights_only=True)
-    assert best["epoch"] == last["epoch"] and all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert best["epoch"] == last["epoch"]
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
 
 
 def test_stale_temp_files_are_removed_at_start(run_copy, tiny_data):

@@ -12,9 +12,9 @@ import yaml
 
 from dcsnas.attention import AttentionBlock
 from dcsnas.errors import ConfigError
+from dcsnas.models.arch import write_arch
 from dcsnas.models.blocks import InvertedResidual
 from dcsnas.models.builder import ModelConfig, create_model
-from dcsnas.models.arch import write_arch
 from dcsnas.nas.arch import derive_arch
 from dcsnas.nas.cost import measure_costs
 from dcsnas.nas.ops import AttentionAtWidths, MaskedSkip, MixedAttention, MixedBlock

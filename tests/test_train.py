@@ -32,7 +32,8 @@ def test_train_writes_run_directory(tiny_data, tmp_path, capsys):
     assert any((out / "tb").iterdir())
     assert set(metrics["history"][0]["train"]) >= {"ce", "triplet", "deep_supervision", "total"}
     # evaluating the run's checkpoint reproduces the metrics the training wrote
-    assert main(["eval", "--run", str(out), "--visualize", "3", "--vis-queries", "2", "--out", str(tmp_path / "ev")]) == 0
+    args = ["eval", "--run", str(out), "--visualize", "3", "--vis-queries", "2", "--out", str(tmp_path / "ev")]
+    assert main(args) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["mAP"] == metrics["test"]["mAP"] and evaluated["epoch"] == 1
     assert len(list((tmp_path / "ev" / "ranks").glob("*.png"))) == 2

@@ -219,7 +219,8 @@ class AttentionBlock(nn.Module):
         projections = 2 * batch * n * (channels // g) * (2 * self.qk_channels + channels)
         fuse = 2 * batch * n * channels * channels if g > 1 else 0
         qk = (batch * g, self.qk_channels // g, n)
-        kernel = self.kernel.forward_flops(qk, qk, (batch * g, channels // g, n), (height, width), self.return_attention)
+        kernel = self.kernel.forward_flops(qk, qk, (batch * g, channels // g, n), (height, width),
+                                           self.return_attention)
         return projections + kernel + fuse
 
     def extra_repr(self) -> str:

@@ -12,7 +12,8 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     synth = sub.add_parser("synth", help="write the synthetic Re-ID data set (Market-1501 layout)")
-    synth.add_argument("--preset", default="small", help="tiny (tests), small (CPU demo) or market (Market-1501 counts)")
+    synth.add_argument("--preset", default="small",
+                       help="tiny (tests), small (CPU demo) or market (Market-1501 counts)")
     synth.add_argument("--seed", type=int, default=0, help="same seed, byte-identical files")
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder")
     synth.set_defaults(func=run_synth)

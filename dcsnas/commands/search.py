@@ -15,7 +15,8 @@ from dcsnas.commands import add_config_arguments, print_json
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("search", help="search an architecture (DCS-DNAS or an NNI strategy); writes arch.json")
+    parser = subparsers.add_parser("search",
+                                   help="search an architecture (DCS-DNAS or an NNI strategy); writes arch.json")
     add_config_arguments(parser)
     parser.add_argument("--strategy", default="dcs",
                         help="dcs (DCS-DNAS, the default) or an NNI strategy: nni:random, nni:evolution, nni:darts, "

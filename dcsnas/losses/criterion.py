@@ -86,7 +86,8 @@ class ReIDCriterion(nn.Module):
         cfg = self.cfg
         terms: dict[str, torch.Tensor] = {}
         if cfg.ce_weight > 0:
-            ce = sum(F.cross_entropy(l.float(), labels, label_smoothing=cfg.label_smoothing) for l in outputs["logits"])
+            ce = sum(F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
+                     for logits in outputs["logits"])
             terms["ce"] = cfg.ce_weight * ce
         if cfg.triplet_weight > 0:
             terms["triplet"] = cfg.triplet_weight * self.triplet(outputs["features"], labels)
@@ -94,7 +95,7 @@ class ReIDCriterion(nn.Module):
             terms["center"] = cfg.center_weight * self.center(outputs["features"], labels)
         aux = outputs.get("aux_logits") or []
         if aux and cfg.deep_supervision_weight > 0:
-            ds = sum(F.cross_entropy(l.float(), labels, label_smoothing=cfg.label_smoothing) for l in aux)
+            ds = sum(F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing) for logits in aux)
             terms["deep_supervision"] = cfg.deep_supervision_weight * ds
         terms["total"] = sum(terms.values())
         return terms

@@ -37,7 +37,8 @@ def check_in_space(arch: Arch, space: SearchSpace, source: str) -> None:
     if stored != config_hash(space):
         raise ConfigError(f"arch '{source}' was not derived from the space beside it: search.space_hash = "
                           f"{stored!r}, the space's hash is {config_hash(space)!r}")
-    if len(arch.stages) != len(space.stages) or isinstance(arch, MobileNetV2Arch) != isinstance(space, MobileNetV2Space):
+    if (len(arch.stages) != len(space.stages)
+            or isinstance(arch, MobileNetV2Arch) != isinstance(space, MobileNetV2Space)):
         raise ConfigError(f"arch '{source}': its stages do not match those of the space '{space.name}'")
     taken: dict[str, Any] = {f"{STEM}/width": arch.stem_channels} if isinstance(arch, MobileNetV2Arch) else {}
     for stage in arch.stages:

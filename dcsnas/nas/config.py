@@ -17,7 +17,8 @@ class NASConfig:
     ``space``: search-space YAML. ``mode``: ``soft`` (all candidates, weighted) or ``hard`` (one sampled
     path per step). Gumbel temperature τ = ``tau_start`` · ``tau_decay``^epoch (FBNet: 5, ×0.956).
     ``warmup_epochs`` E₀: weight steps only. Architecture steps: Adam on α with DARTS's and GDAS's settings
-    (``arch_lr`` 3·10⁻⁴, betas (0.5, 0.999), ``arch_weight_decay`` 10⁻³). ``split``: ``per_identity`` puts ``arch_fraction`` of each training
+    (``arch_lr`` 3·10⁻⁴, betas (0.5, 0.999), ``arch_weight_decay`` 10⁻³).
+    ``split``: ``per_identity`` puts ``arch_fraction`` of each training
     identity's images in the architecture split (the classifier sees every identity); ``identity_disjoint``
     gives that fraction of the identities to it, and architecture steps use the metric losses only (no
     CE, no IB: their identities have no class or Q(a|y)). ``bn_recalibration_batches``: before every

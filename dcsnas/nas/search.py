@@ -63,8 +63,7 @@ from dcsnas.attention import DCSAttention
 from dcsnas.config import config_hash, read_yaml
 from dcsnas.data.loaders import build_train_loader
 from dcsnas.engine.checkpoint import load_checkpoint
-from dcsnas.engine.distributed import (all_reduce_mean, average_gradients, barrier, broadcast_object,
-                                       broadcast_tensors)
+from dcsnas.engine.distributed import all_reduce_mean, average_gradients, barrier, broadcast_object, broadcast_tensors
 from dcsnas.engine.rundir import RunDir
 from dcsnas.engine.trainer import Trainer
 from dcsnas.errors import ConfigError

@@ -10,7 +10,8 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 
 
-def progress(iterable: Iterable[T], desc: str, total: int | None = None, enabled: bool = True, **kwargs: Any) -> Iterable[T]:
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, enabled: bool = True,
+             **kwargs: Any) -> Iterable[T]:
     """A tqdm progress bar on stderr; ``enabled=False`` (or a non-main DDP rank) gives the bare iterable."""
     if not enabled:
         return iterable
