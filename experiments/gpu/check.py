@@ -364,15 +364,8 @@ def _train(w: Worker, amp_dtype: str) -> None:
             "--set", "eval.every=0", "--set", f"loss.ib_warmup_epochs={plan['train_ib_warmup']}"]
     if "train_attention" in plan:
         argv += ["--set", f"model.attention={plan['train_attention']}"]
-    clock = StepClock(w.cuda)
-    w.reset_peak()
-    try:
-        w.cli(*argv)
-    finally:
-        clock.close()
-    metrics = read_metrics(run)
+    clock, metrics, batch = _timed_cli(w, argv, run)
     steps = clock.intervals()
-    batch = plan["pk"][0] * plan["pk"][1]
     f = {"amp_dtype": amp_dtype if w.cuda else None, "channels_last": w.cuda, "batch": batch,
          "input": plan["size"], **steps, **loss_summary(metrics), "test": test_summary(metrics),
          "train_time_s": metrics["train_time_s"], **w.peak_memory()}
@@ -380,6 +373,18 @@ def _train(w: Worker, amp_dtype: str) -> None:
     f["images_per_s_end_to_end"] = steps["weight_steps"] * batch / metrics["train_time_s"]
     w.figures.update(f)
     w.save()
+
+
+def _timed_cli(w: Worker, argv: list[str], run: Path) -> tuple[StepClock, dict, int]:
+    """Run ``dcsnas argv`` with the step clock and a fresh peak-memory counter: (clock, metrics.json of
+    ``run``, images per batch)."""
+    clock = StepClock(w.cuda)
+    w.reset_peak()
+    try:
+        w.cli(*argv)
+    finally:
+        clock.close()
+    return clock, read_metrics(run), w.plan["pk"][0] * w.plan["pk"][1]
 
 
 def section_train_bf16(w: Worker) -> None:
@@ -400,14 +405,7 @@ def section_search(w: Worker) -> None:
             "--set", "optim.milestones=[1000]", "--set", f"search.warmup_epochs={plan['search_warmup']}",
             "--set", f"loss.ib_warmup_epochs={plan['search_ib_warmup']}",
             "--set", "eval.every=0", "--set", "eval.val_identities=0"]
-    clock = StepClock(w.cuda)
-    w.reset_peak()
-    try:
-        w.cli(*argv)
-    finally:
-        clock.close()
-    metrics = read_metrics(run)
-    batch = plan["pk"][0] * plan["pk"][1]
+    clock, metrics, batch = _timed_cli(w, argv, run)
     f = {"mode": "hard", "space": SPACE, "input": plan["search_size"], "batch": batch,
          **clock.intervals(split=True), **loss_summary(metrics), "supernet_test": test_summary(metrics),
          "train_time_s": metrics["train_time_s"], "arch_mflops": metrics["arch"]["flops"] / 1e6,
