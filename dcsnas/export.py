@@ -55,7 +55,7 @@ def _onnx_export(model: nn.Module, example: torch.Tensor, path: Path, exporter: 
                           dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}}, **legacy, **names)
     else:
         require("onnxscript")
-        program = torch.onnx.export(model, (example,), dynamo=True, external_data=False,
+        program = torch.onnx.export(model, (example,), dynamo=True, external_data=False, verbose=False,
                                     dynamic_shapes=({0: torch.export.Dim("batch")},), **names)
         program.save(str(path))
     onnx.checker.check_model(str(path))

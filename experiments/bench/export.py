@@ -1,8 +1,10 @@
 """Benchmark of ``dcsnas export``: wall time of each export (TorchScript trace, ONNX through the TorchScript-based
 and the torch.export-based exporter) and its parity with PyTorch, for Re-ID models with each attention; prints
-JSON. Random weights (attention on: gamma = 0.5), no data needed.
+JSON, one line per export as it finishes (a slow exporter does not hide the others' figures). Random weights
+(attention on: gamma = 0.5), no data needed.
 
     python experiments/bench/export.py [--models mbv2-csalr,resnet50-csalr] [--height 256 --width 128]
+        [--cases torchscript,onnx:torchscript,onnx:dynamo]
 
 ``export_s`` includes the parity check (two batches through onnxruntime / TorchScript and PyTorch);
 ``relative`` is max over samples of max_j |file - torch| / ||torch_i||. One thread by default (``--threads``);
@@ -14,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +36,8 @@ MODELS = {
                                                                   for s in ("layer1", "layer2", "layer3")]),
     "pcb-csalr": ModelConfig(backbone="resnet50", head="pcb", attention=[AttentionPlacement("layer2", "csalr")]),
 }
-CASES = (("torchscript", "auto"), ("onnx", "torchscript"), ("onnx", "dynamo"))
+CASES = {"torchscript": ("torchscript", "auto"), "onnx:torchscript": ("onnx", "torchscript"),
+         "onnx:dynamo": ("onnx", "dynamo")}
 
 
 def main() -> None:
@@ -44,10 +46,11 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated: {', '.join(CASES)}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0]
-    results = []
+    header = {"torch": torch.__version__, "input": [args.height, args.width], "threads": args.threads,
+              "load_average_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             torch.manual_seed(0)
@@ -56,7 +59,7 @@ def main() -> None:
                 if isinstance(module, AttentionBlock):
                     module.gamma.data.fill_(0.5)
             model = inference_model(model)
-            for fmt, exporter in CASES:
+            for fmt, exporter in (CASES[c] for c in args.cases.split(",")):
                 tic = time.perf_counter()
                 try:
                     report = export_checked(model, Path(tmp) / f"{name}.{fmt}", fmt,
@@ -65,11 +68,8 @@ def main() -> None:
                     outcome = {"relative": parity["relative"], "max_abs_diff": parity["max_abs_diff"]}
                 except ExportError as exc:
                     outcome = {"error": str(exc)}
-                results.append({"model": name, "format": fmt, "exporter": exporter,
-                                "export_s": round(time.perf_counter() - tic, 2), **outcome})
-    json.dump({"torch": torch.__version__, "input": [args.height, args.width], "threads": args.threads,
-               "load_average_before": load, "results": results}, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+                print(json.dumps({**header, "model": name, "format": fmt, "exporter": exporter,
+                                  "export_s": round(time.perf_counter() - tic, 2), **outcome}), flush=True)
 
 
 if __name__ == "__main__":
