@@ -26,16 +26,16 @@ def prepare_run(args: argparse.Namespace, command: str, schema=None, extra_overr
     from dcsnas.errors import ConfigError
     from dcsnas.nas.arch import load_arch_in_space
 
+    if args.resume and not args.out:  # flag errors first: they need no config
+        raise ConfigError("--resume needs --out DIR: the run directory to continue")
+    if args.resume and args.force:
+        raise ConfigError("--resume and --force exclude each other: --resume continues the run in --out, "
+                          "--force starts it over")
     cfg = load_config(schema or TrainConfig, args.config, [*extra_overrides, *args.overrides],
                       required_paths=PATH_KEYS)
     model = getattr(cfg, "model", None)
     if model is not None and model.backbone == "searched" and model.arch:
         load_arch_in_space(model.arch)  # a derived architecture must be one of the space its search kept beside it
-    if args.resume and not args.out:
-        raise ConfigError("--resume needs --out DIR: the run directory to continue")
-    if args.resume and args.force:
-        raise ConfigError("--resume and --force exclude each other: --resume continues the run in --out, "
-                          "--force starts it over")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if not args.out:
             raise ConfigError("under torchrun, give --out DIR so that every rank uses the same run directory")

@@ -3,35 +3,31 @@
 :mod:`dcsnas.models.blocks` and :mod:`dcsnas.models.backbones`, with no supernet code or parameter: only the
 chosen op of each block, at the chosen width, exists.
 
-Stages of a mobilenetv2 skeleton: ``stem``, the arch's stages (block b = its op; ``skip`` is an identity),
-``conv_head``. Stages of a resnet50 skeleton: those of :func:`dcsnas.models.backbones.resnet50`. The
+Stages of a mobilenetv2 skeleton: the parts of :func:`dcsnas.models.skeleton.arch_parts` (``stem``, the
+arch's stages: block b = its op, ``skip`` an identity; ``conv_head``).
+Stages of a resnet50 skeleton: those of :func:`dcsnas.models.backbones.resnet50`. The
 attentions of the stages are placed by :func:`dcsnas.models.builder.create_model`.
 """
 
 from __future__ import annotations
 
-from torch import nn
-
-from dcsnas.models.arch import CONV_HEAD, STEM, Arch, MobileNetV2Arch
+from dcsnas.models.arch import Arch, MobileNetV2Arch
 from dcsnas.models.backbones import Backbone, resnet50
 from dcsnas.models.blocks import build_op, conv_head, stem
+from dcsnas.models.skeleton import Part, arch_parts, assemble
+
+
+def _module(part: Part):
+    """The module of one part of a derived network (attentions are placed by ``create_model``)."""
+    if part.kind == "stem":
+        return stem(part.width_out, part.stride)
+    if part.kind == "block":
+        return build_op(part.payload, part.width_in, part.width_out, part.stride)
+    return conv_head(part.width_in, part.width_out) if part.kind == "conv_head" else None
 
 
 def build_searched_backbone(arch: Arch) -> Backbone:
     """The backbone of ``arch`` (its attentions not included)."""
     if not isinstance(arch, MobileNetV2Arch):
         return resnet50(arch.pretrained, arch.last_stride)
-    stages: dict[str, nn.Module] = {STEM: stem(arch.stem_channels, arch.stem_stride)}
-    channels, strides = {STEM: arch.stem_channels}, {STEM: arch.stem_stride}
-    width, stride = arch.stem_channels, arch.stem_stride
-    for stage in arch.stages:
-        blocks = []
-        for b, op in enumerate(stage.ops):
-            blocks.append(build_op(op, width, stage.width, stage.stride if b == 0 else 1))
-            width = stage.width
-        stride *= stage.stride
-        stages[stage.name] = nn.Sequential(*blocks)
-        channels[stage.name], strides[stage.name] = stage.width, stride
-    stages[CONV_HEAD] = conv_head(width, arch.head_channels)
-    channels[CONV_HEAD], strides[CONV_HEAD] = arch.head_channels, stride
-    return Backbone(stages, channels, strides)
+    return assemble(arch_parts(arch), _module, int)

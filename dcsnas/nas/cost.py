@@ -35,6 +35,7 @@ from dcsnas.errors import ConfigError
 from dcsnas.models.arch import CONV_HEAD, RESNET50_STAGES, STEM
 from dcsnas.models.backbones import resnet50
 from dcsnas.models.blocks import build_op, conv_head, conv_output_size, stem
+from dcsnas.models.skeleton import Part
 from dcsnas.nas.distribution import ArchDistribution
 from dcsnas.nas.space import Choice, MobileNetV2Space, SearchSpace
 from dcsnas.utils.flops import count_flops, count_params
@@ -135,29 +136,34 @@ def _attention_cost(meter: _Meter, candidate, channels: int, size: tuple[int, in
                           f"{size[0]}×{size[1]} map: {exc}") from None
 
 
+def _part_term(meter: _Meter, part: Part, in_size: tuple[int, int], size: tuple[int, int]) -> CostTerm:
+    """The cost term of one part of a mobilenetv2 space, whose input map is ``in_size`` and output ``size``."""
+    if part.kind == "stem":
+        c, s = part.width_out.options[0], part.stride
+        return _term(STEM, [], lambda: meter(("stem", c, s), lambda: stem(c, s), (1, 3, *in_size)))
+    if part.kind == "block":
+        return _term(f"{part.stage}/{part.index}", [part.payload, part.width_in, part.width_out],
+                     lambda op, c_in, c_out: meter(("op", op, c_in, c_out, part.stride),
+                                                   lambda: build_op(op, c_in, c_out, part.stride), (1, c_in, *in_size)))
+    if part.kind == "attention":
+        return _term(f"{part.stage}/attention", [part.payload, part.width_out],
+                     lambda a, c: _attention_cost(meter, a, c, size))
+    out = part.width_out
+    return _term(CONV_HEAD, [part.width_in], lambda c: meter(("head", c, out), lambda: conv_head(c, out),
+                                                             (1, c, *size)))
+
+
 def measure_costs(space: SearchSpace, input_size: tuple[int, int]) -> CostModel:
     """The cost table of ``space`` for inputs of ``input_size`` = (height, width) pixels."""
     meter = _Meter()
     terms: list[CostTerm] = []
     if isinstance(space, MobileNetV2Space):
-        size = conv_output_size(input_size, space.stem_stride)
-        terms.append(_term(STEM, [], lambda: meter(("stem", space.stem_channels, space.stem_stride),
-                                                   lambda: stem(space.stem_channels, space.stem_stride),
-                                                   (1, 3, *input_size))))
-        slots = list(space.blocks())
-        for i, stage in enumerate(space.stages):
-            for slot in (s for s in slots if s.stage == stage.name):
-                in_size, size = size, conv_output_size(size, slot.stride)
-                terms.append(_term(f"{stage.name}/{slot.index}", [slot.op, slot.width_in, slot.width_out],
-                                   lambda op, c_in, c_out, s=slot.stride, hw=in_size: meter(
-                                       ("op", op, c_in, c_out, s), lambda: build_op(op, c_in, c_out, s),
-                                       (1, c_in, *hw))))
-            terms.append(_term(f"{stage.name}/attention", [space.attention_choice(i), space.width_choice(i)],
-                               lambda a, c, hw=size: _attention_cost(meter, a, c, hw)))
-        last = space.width_choice(len(space.stages) - 1)
-        terms.append(_term(CONV_HEAD, [last], lambda c: meter(("head", c, space.head_channels),
-                                                              lambda: conv_head(c, space.head_channels),
-                                                              (1, c, *size))))
+        size = tuple(input_size)
+        for part in space.parts():
+            in_size = size
+            if part.kind in ("stem", "block"):
+                size = conv_output_size(size, part.stride)
+            terms.append(_part_term(meter, part, in_size, size))
         return CostModel(terms, space.choices(), input_size)
     with torch.device("meta"):
         net = resnet50(False, space.last_stride).eval()

@@ -26,6 +26,7 @@ from dcsnas.config import from_dict, read_yaml
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import CONV_HEAD, RESNET50_CHANNELS, RESNET50_STAGES, STEM
 from dcsnas.models.blocks import SKIP, parse_op, skip_allowed
+from dcsnas.models.skeleton import Part, StagePlan, mobilenetv2_parts
 
 SPACE_VERSION = 1
 NONE = "none"
@@ -197,6 +198,15 @@ class MobileNetV2Space:
 
     def attention_choice(self, i: int) -> Choice:
         return Choice(f"{self.stages[i].name}/attention", self.stages[i].attention.candidates())
+
+    def parts(self) -> Iterator[Part]:
+        """The skeleton's parts (:func:`dcsnas.models.skeleton.mobilenetv2_parts`): widths are width
+        choices, block payloads op choices, attention payloads attention choices."""
+        slots = list(self.blocks())
+        plans = [StagePlan(stage.name, stage.stride, self.width_choice(i),
+                           [s.op for s in slots if s.stage == stage.name], self.attention_choice(i))
+                 for i, stage in enumerate(self.stages)]
+        return mobilenetv2_parts(self.width_choice(-1), self.stem_stride, plans, self.head_channels)
 
     def choices(self) -> list[Choice]:
         out = [self.width_choice(-1)]

@@ -23,9 +23,10 @@ from dcsnas.models.backbones import Backbone, resnet50
 from dcsnas.models.blocks import conv_head, stem
 from dcsnas.models.builder import ReIDModel
 from dcsnas.models.heads import create_head
+from dcsnas.models.skeleton import Part, assemble
 from dcsnas.nas.distribution import ArchDistribution
 from dcsnas.nas.ops import ArchWeights, MixedAttention, MixedBlock
-from dcsnas.nas.space import MobileNetV2Space, SearchSpace
+from dcsnas.nas.space import Choice, MobileNetV2Space, SearchSpace
 
 Mode = Literal["soft", "hard"]
 
@@ -41,23 +42,25 @@ class SuperStage(nn.Sequential):
         return x
 
 
+def _widest(width: Choice | int) -> int:
+    return width if isinstance(width, int) else max(width.options)
+
+
+def _super_module(part: Part) -> nn.Module:
+    """The supernet module of one part of a mobilenetv2 space (widths: the widest, masked by the choices)."""
+    if part.kind == "stem":
+        return stem(_widest(part.width_out), part.stride)
+    if part.kind == "block":
+        return MixedBlock(part.payload, part.width_in, part.width_out, part.stride)
+    if part.kind == "attention":
+        return MixedAttention(part.payload, list(part.width_out.options), part.width_out.key)
+    return conv_head(_widest(part.width_in), part.width_out)
+
+
 def super_backbone(space: SearchSpace) -> Backbone:
     """The supernet's stages for ``space``: :class:`SuperStage` where a stage holds a choice."""
     if isinstance(space, MobileNetV2Space):
-        stages: dict[str, nn.Module] = {STEM: stem(space.stem_channels, space.stem_stride)}
-        channels, strides = {STEM: space.stem_channels}, {STEM: space.stem_stride}
-        stride = space.stem_stride
-        slots = list(space.blocks())
-        for i, stage in enumerate(space.stages):
-            width = space.width_choice(i)
-            blocks = [MixedBlock(s.op, s.width_in, s.width_out, s.stride) for s in slots if s.stage == stage.name]
-            attention = MixedAttention(space.attention_choice(i), stage.widths, width.key)
-            stages[stage.name] = SuperStage(*blocks, attention)
-            stride *= stage.stride
-            channels[stage.name], strides[stage.name] = max(stage.widths), stride
-        stages[CONV_HEAD] = conv_head(max(space.stages[-1].widths), space.head_channels)
-        channels[CONV_HEAD], strides[CONV_HEAD] = space.head_channels, stride
-        return Backbone(stages, channels, strides)
+        return assemble(space.parts(), _super_module, _widest, SuperStage)
     net = resnet50(space.pretrained, space.last_stride)
     searched = {s.name: i for i, s in enumerate(space.stages)}
     stages = {}

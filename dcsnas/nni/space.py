@@ -27,8 +27,9 @@ from dcsnas.models.backbones import Backbone, resnet50
 from dcsnas.models.blocks import build_op, conv_head, parse_op, stem
 from dcsnas.models.builder import ReIDModel
 from dcsnas.models.heads import HEADS
+from dcsnas.models.skeleton import Part, assemble
 from dcsnas.nas.ops import AttentionAtWidths, MaskedInvertedResidual, MaskedSkip
-from dcsnas.nas.space import CONV_HEAD, STEM, AttentionCandidate, Choice, MobileNetV2Space, SearchSpace, parse_space
+from dcsnas.nas.space import AttentionCandidate, Choice, MobileNetV2Space, SearchSpace, parse_space
 from dcsnas.nni.deps import (
     BaseSuperNetModule,
     Categorical,
@@ -126,21 +127,20 @@ def _space_backbone(space: SearchSpace):
                                                               net.stage_channels[name]))
                   if name in searched else module for name, module in net.stages.items()}
         return Backbone(stages, net.stage_channels, net.stage_strides)
-    stages: dict[str, nn.Module] = {STEM: stem(space.stem_channels, space.stem_stride)}
-    channels, strides = {STEM: space.stem_channels}, {STEM: space.stem_stride}
-    slots, stride = list(space.blocks()), space.stem_stride
-    for i, stage in enumerate(space.stages):
-        blocks = [build.layer(s.op, lambda op, s=s: _Op(name=op, in_channels=build.width(s.width_in),
-                                                        out_channels=build.width(s.width_out), stride=s.stride))
-                  for s in slots if s.stage == stage.name]
-        width = build.width(space.width_choice(i))
-        stages[stage.name] = nn.Sequential(*blocks, build.attention(space.attention_choice(i), width))
-        stride *= stage.stride
-        channels[stage.name], strides[stage.name] = ensure_frozen(width), stride
-    stages[CONV_HEAD] = _ConvHead(in_channels=build.width(space.width_choice(len(space.stages) - 1)),
-                                  out_channels=space.head_channels)
-    channels[CONV_HEAD], strides[CONV_HEAD] = space.head_channels, stride
-    return Backbone(stages, channels, strides)
+
+    def module(part: Part) -> nn.Module:
+        if part.kind == "stem":
+            return stem(build.width(part.width_out), part.stride)
+        if part.kind == "block":
+            return build.layer(part.payload, lambda op: _Op(name=op, in_channels=build.width(part.width_in),
+                                                            out_channels=build.width(part.width_out),
+                                                            stride=part.stride))
+        if part.kind == "attention":
+            return build.attention(part.payload, build.width(part.width_out))
+        return _ConvHead(in_channels=build.width(part.width_in), out_channels=part.width_out)
+
+    return assemble(space.parts(), module,
+                    lambda width: width if isinstance(width, int) else ensure_frozen(build.width(width)))
 
 
 class ReIDSpace(ModelSpace):
