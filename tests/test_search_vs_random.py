@@ -1,0 +1,166 @@
+"""Random architectures at a FLOPs budget, rank statistics (dcsnas.nas.sampling) and the search-vs-random
+benchmark (experiments/bench/search_vs_random.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcsnas.errors import ConfigError
+from dcsnas.nas.arch import derive_arch
+from dcsnas.nas.cost import CostModel, CostTerm
+from dcsnas.nas.sampling import arch_indices, kendall_tau, random_indices, rank_among, sample_in_band
+from dcsnas.nas.space import Choice, load_space
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+class ToySpace:
+    """Two choices: x with FLOPs 10, 20, 30, 40 and y with 0 or 5, so an architecture costs x + y."""
+
+    name = "toy"
+
+    def choices(self) -> list[Choice]:
+        return [Choice("x", (0, 1, 2, 3)), Choice("y", (0, 1)), Choice("fixed", (0,))]
+
+
+def toy_costs() -> CostModel:
+    terms = [CostTerm("x", ("x",), torch.tensor([10.0, 20, 30, 40], dtype=torch.float64), torch.zeros(4)),
+             CostTerm("y", ("y",), torch.tensor([0.0, 5], dtype=torch.float64), torch.zeros(2))]
+    return CostModel(terms, ToySpace().choices(), (64, 32))
+
+
+def test_samples_lie_in_the_band_are_distinct_and_avoid_the_excluded_one():
+    # target 20 ± 30 %: FLOPs in [14, 26] are 15 (x0 y1), 20 (x1 y0) and 25 (x1 y1)
+    excluded = {"x": 1, "y": 0, "fixed": 0}
+    found = sample_in_band(ToySpace(), toy_costs(), 20, 2, random.Random(0), band=0.3, exclude=[excluded])
+    pairs = sorted((a["x"], a["y"]) for a in found)
+    assert pairs == [(0, 1), (1, 1)]
+
+
+class DigitSpace:
+    """Three choices a, b, c of ten options each; architecture (a, b, c) costs 100·a + 10·b + c FLOPs."""
+
+    name = "digits"
+
+    def choices(self) -> list[Choice]:
+        return [Choice(k, tuple(range(10))) for k in "abc"]
+
+
+def test_samples_are_within_five_percent_of_the_target():
+    weight = {"a": 100.0, "b": 10.0, "c": 1.0}
+    terms = [CostTerm(k, (k,), weight[k] * torch.arange(10, dtype=torch.float64), torch.zeros(10)) for k in "abc"]
+    costs = CostModel(terms, DigitSpace().choices(), (64, 32))
+    found = sample_in_band(DigitSpace(), costs, 500, 30, random.Random(1))  # 51 architectures cost 475 … 525
+    assert len({(a["a"], a["b"], a["c"]) for a in found}) == 30
+    assert all(475 <= 100 * a["a"] + 10 * a["b"] + a["c"] <= 525 for a in found)
+
+
+def test_sampling_is_uniform_over_the_architectures_in_the_band():
+    # a sampler that drew choices one by one inside the band, or took the first fit, would favour some of
+    # the three architectures; uniform: each 1/3 of 3000 draws (binomial std ≈ 26)
+    counts = Counter()
+    for seed in range(3000):
+        (a,) = sample_in_band(ToySpace(), toy_costs(), 20, 1, random.Random(seed), band=0.3)
+        counts[a["x"], a["y"]] += 1
+    assert set(counts) == {(0, 1), (1, 0), (1, 1)}
+    assert all(abs(n - 1000) < 120 for n in counts.values()), counts
+
+
+def test_random_indices_cover_every_option():
+    seen = {c.key: set() for c in ToySpace().choices()}
+    rng = random.Random(0)
+    for _ in range(200):
+        for key, index in random_indices(ToySpace(), rng).items():
+            seen[key].add(index)
+    assert seen == {"x": {0, 1, 2, 3}, "y": {0, 1}, "fixed": {0}}
+
+
+def test_too_few_architectures_in_the_band_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"only 3 of 4 architectures .* ±30%"):
+        sample_in_band(ToySpace(), toy_costs(), 20, 4, random.Random(0), band=0.3, max_draws=2000)
+    with pytest.raises(ConfigError, match="band"):
+        sample_in_band(ToySpace(), toy_costs(), 20, 1, random.Random(0), band=0.0)
+
+
+def test_arch_indices_inverts_derive_arch():
+    space = load_space(REPOSITORY / "experiments/demo/space_mbv2_64x32.yaml")
+    costs = CostModel([], space.choices(), (64, 32))  # FLOPs do not matter here
+    rng = random.Random(3)
+    for _ in range(5):
+        indices = random_indices(space, rng)
+        assert arch_indices(space, derive_arch(space, indices, costs, {})) == indices
+
+
+def test_arch_indices_names_a_choice_outside_the_space():
+    space = load_space(REPOSITORY / "experiments/demo/space_mbv2_64x32.yaml")
+    arch = derive_arch(space, {c.key: 0 for c in space.choices()}, CostModel([], space.choices(), (64, 32)), {})
+    arch.stages[1].width = 20
+    with pytest.raises(ConfigError, match=r"arch\.json: choice 's2/width' = 20"):
+        arch_indices(space, arch, "arch.json")
+
+
+def test_kendall_tau_of_a_hand_example():
+    # pairs of (1,2,3,4) against (1,3,2,4): 5 concordant, 1 discordant (2-3): τ = (5 − 1) / 6
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4])["tau"] == pytest.approx(2 / 3)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1])["tau"] == pytest.approx(-1.0)
+    assert kendall_tau([1, 2, 3], [5, 5, 5])["tau"] is None
+    assert kendall_tau([1.0], [2.0]) == {"tau": None, "p": None, "n": 1}
+
+
+def test_rank_among():
+    assert rank_among(5.0, [1.0, 7.0, 5.0, 9.0]) == 3  # two above it; the tie does not count
+    assert rank_among(10.0, [1.0, 2.0]) == 1
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("search_vs_random",
+                                                  REPOSITORY / "experiments/bench/search_vs_random.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_data, capsys):
+    bench = _bench_module()
+    argv = ["--quick", "--out", str(tmp_path / "bench"), "--data", str(tiny_data), "--seeds", "1", "--random", "2"]
+    result = bench.main(argv)
+    assert [j["status"] for j in result["jobs"]] == ["done"] * len(result["jobs"])
+    names = {j["name"] for j in result["jobs"]}
+    assert names == {"search-s0", "searched-s0", "supernet-s0.json", "random-s0-0", "random-s0-1", "baseline-s0"}
+    seed = result["seeds"][0]
+    archs = json.loads((tmp_path / "bench/archs/seed0.json").read_text())
+    for flops in archs["random_flops"]:
+        assert abs(flops / archs["target_flops"] - 1) <= 0.05
+    for entry in seed["random"]:
+        assert abs(entry["mflops"] * 1e6 / archs["target_flops"] - 1) <= 0.05
+    assert 1 <= seed["rank"] <= 3 and len(seed["supernet"]["random"]) == 2
+    assert (tmp_path / "bench/table.md").read_text().count("\n| ") >= 5
+    json.loads(capsys.readouterr().out)  # the printed JSON
+    again = bench.main(argv)  # everything is there: nothing runs again, same figures
+    assert again["groups"] == result["groups"]
+    assert all(j["seconds"] == 0 for j in again["jobs"])
+
+
+def test_a_run_of_another_config_is_refused(tmp_path):
+    bench = _bench_module()
+    configs = {"search": bench.QUICK["search"], "retrain": bench.QUICK["retrain"], "baseline": bench.QUICK["baseline"]}
+    b = bench.Bench(tmp_path, tmp_path / "data", configs, [0], 1, 0.05, 1, 1)
+    cmd = b.command("train", "baseline-s0", 0)
+    assert cmd[:3] == ["-m", "dcsnas.cli", "train"] and "--resume" not in cmd
+    from dcsnas.engine.rundir import create_run_dir
+
+    cfg, _ = b.load_config("train", 1, None)  # seed 1 in the folder of seed 0
+    run = create_run_dir(tmp_path / "baseline-s0", "train", cfg)
+    (run.metrics).write_text("{}")
+    with pytest.raises(ConfigError, match="differs in seed"):
+        b.command("train", "baseline-s0", 0)
