@@ -22,7 +22,7 @@ from dcsnas.compare.runs import attention_label
 from dcsnas.config import load_config
 from dcsnas.data.synthetic import GENERATOR_VERSION, META_NAME, PRESETS, generate
 from dcsnas.engine.config import TrainConfig
-from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir, same_config
+from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir, pipeline_step_state
 from dcsnas.engine.trainer import Trainer
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import write_arch
@@ -32,8 +32,6 @@ from dcsnas.nas.search import Searcher
 
 REPOSITORY = Path(dcsnas.__file__).resolve().parents[1]
 DEMO_CONFIGS = REPOSITORY / "experiments" / "demo"
-# Keys that hold paths: a run directory that differs from the demo's config only in these is still its run.
-PATH_KEYS = ("data.root", "model.arch", "search.space")
 DEVICES = ("cpu",)  # where the comparison measures latency and memory: the demo's machine
 
 
@@ -151,13 +149,8 @@ class Demo:
     def run_step(self, step: Step, path: Path) -> None:
         cfg = self.load_step_config(step, path)
         run = RunDir(self.out / step.name)
-        done = run.metrics.is_file() and (step.kind != "search" or run.arch.is_file())
-        resume = not done and (run.checkpoints / "last.pt").is_file()
-        if done or resume:
-            changed = same_config(cfg, open_run_dir(run.path), ignore=PATH_KEYS)
-            if changed:
-                raise ConfigError(f"'{run.path}' holds a run of another config (it differs in {', '.join(changed)}); "
-                                  "give the demo another --out or remove that folder")
+        state = pipeline_step_state(run, cfg, step.kind == "search", "demo")
+        done, resume = state == "done", state == "resume"
         if done:
             self.log(f"  {run.path} has its metrics.json: skipped")
         else:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from dcsnas.config import save_config, to_dict
+from dcsnas.config import PATH_KEYS, save_config, to_dict
 from dcsnas.errors import ConfigError
 from dcsnas.utils.io import atomic_write_json
 
@@ -217,3 +217,18 @@ def same_config(cfg: Any, run: RunDir, ignore: tuple[str, ...] = ()) -> list[str
 
     a, b = flat(to_dict(cfg)), flat(run.saved_config())
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(ignore))
+
+
+def pipeline_step_state(run: RunDir, cfg: Any, needs_arch: bool, owner: str) -> str:
+    """What a pipeline of runs (the demo, a benchmark) finds in one step's run directory: ``"done"``
+    (metrics.json, and arch.json for a search), ``"resume"`` (a checkpoint to continue from) or ``"new"``.
+    A finished or stopped run of another config (paths aside) is a :class:`ConfigError` telling the user of
+    ``owner`` to pick another ``--out``."""
+    done = run.metrics.is_file() and (not needs_arch or run.arch.is_file())
+    resume = not done and (run.checkpoints / "last.pt").is_file()
+    if done or resume:
+        changed = same_config(cfg, open_run_dir(run.path), ignore=PATH_KEYS)
+        if changed:
+            raise ConfigError(f"'{run.path}' holds a run of another config (it differs in {', '.join(changed)}); "
+                              f"give the {owner} another --out or remove that folder")
+    return "done" if done else "resume" if resume else "new"

@@ -46,7 +46,6 @@ FULL = {"preset": "small", "search": RECIPES / "search.yaml", "retrain": RECIPES
 QUICK = {"preset": "tiny", "search": DEMO / "quick_search.yaml", "retrain": DEMO / "quick_retrain.yaml",
          "baseline": DEMO / "quick_dcsfb.yaml", "seeds": 1, "random": 2}
 # Config keys that hold paths: a run that differs from the benchmark's config only there is still its run.
-PATH_KEYS = ("data.root", "model.arch", "search.space")
 METRICS = ("mAP", "rank-1", "mINP")
 GROUPS = (("searched", "DCS-DNAS, searched and retrained"), ("random", "random, same space and FLOPs"),
           ("baseline", "DCS-FB MobileNetV2 (fixed)"))
@@ -121,19 +120,13 @@ class Bench:
 
     def command(self, kind: str, name: str, seed: int, arch: Optional[Path] = None) -> Optional[list[str]]:
         """The ``dcsnas`` command of a run (``--resume`` when it stopped), or None when it is done."""
-        from dcsnas.engine.rundir import RunDir, open_run_dir, same_config
-        from dcsnas.errors import ConfigError
+        from dcsnas.engine.rundir import RunDir, pipeline_step_state
 
         cfg, overrides = self.load_config(kind, seed, arch)
         run = RunDir(self.run_path(name))
-        done = run.metrics.is_file() and (kind != "search" or run.arch.is_file())
-        resume = not done and (run.checkpoints / "last.pt").is_file()
-        if done or resume:
-            changed = same_config(cfg, open_run_dir(run.path), ignore=PATH_KEYS)
-            if changed:
-                raise ConfigError(f"'{run.path}' holds a run of another config (it differs in {', '.join(changed)}); "
-                                  "give the benchmark another --out or remove that folder")
-        if done:
+        state = pipeline_step_state(run, cfg, kind == "search", "benchmark")
+        resume = state == "resume"
+        if state == "done":
             return None
         if run.path.exists() and not resume:  # stopped before its first checkpoint: nothing to keep
             shutil.rmtree(run.path)
