@@ -28,6 +28,21 @@ def write_tree(root: Path, files: dict[str, list[str]]) -> Path:
     return root
 
 
+def tiny_arch(s3_attention: dict | None = None) -> dict:
+    """An arch.json of the `tiny` space at 64x32 (DCS-CSALR after s2, ``s3_attention`` after s3), as a dict."""
+    return {
+        "format": "dcsnas-arch", "version": 1, "space": "tiny", "input_size": [64, 32], "flops": 1812000,
+        "params": 20000, "search": {}, "skeleton": "mobilenetv2", "stem_channels": 8, "stem_stride": 2,
+        "head_channels": 64, "stages": [
+            {"name": "s1", "stride": 2, "width": 12, "ops": ["ir_k3_e3", "skip"], "attention": None},
+            {"name": "s2", "stride": 2, "width": 16, "ops": ["ir_k5_e3", "ir_k3_e6", "skip"],
+             "attention": {"name": "dcs", "options": {"backend": "csalr", "groups": 2, "landmarks": 8,
+                                                      "qk_ratio": 2}}},
+            {"name": "s3", "stride": 1, "width": 24, "ops": ["ir_k3_e6", "ir_k5_e3"], "attention": s3_attention},
+        ],
+    }
+
+
 @pytest.fixture(autouse=True, scope="session")
 def single_thread():
     """The tests' tensors are tiny: one thread is faster, and immune to a busy machine."""

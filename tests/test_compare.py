@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_arch
 from PIL import Image
 
 from dcsnas.cli import main
@@ -27,16 +28,7 @@ from dcsnas.models.builder import AttentionPlacement, ModelConfig, create_model
 from dcsnas.utils.flops import count_flops, count_params
 
 DCS = {"backend": "csalr", "groups": 2, "landmarks": 8, "qk_ratio": 2}
-ARCH = {
-    "format": "dcsnas-arch", "version": 1, "space": "tiny", "input_size": [64, 32], "flops": 1812000,
-    "params": 20000, "search": {}, "skeleton": "mobilenetv2", "stem_channels": 8, "stem_stride": 2,
-    "head_channels": 64, "stages": [
-        {"name": "s1", "stride": 2, "width": 12, "ops": ["ir_k3_e3", "skip"], "attention": None},
-        {"name": "s2", "stride": 2, "width": 16, "ops": ["ir_k5_e3", "ir_k3_e6", "skip"],
-         "attention": {"name": "dcs", "options": DCS}},
-        {"name": "s3", "stride": 1, "width": 24, "ops": ["ir_k3_e6", "ir_k5_e3"], "attention": None},
-    ],
-}
+ARCH = tiny_arch()
 NUM_CLASSES = 12
 
 
