@@ -92,6 +92,52 @@ def test_saturated_logits_make_a_singular_a_mm_but_no_nan(dtype, grid, size):
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
 
 
+def _two_landmarks(c: float, d: float, dtype):
+    """Q = [c + d, c - d, -c - d, -c + d] on a 4 x 1 map (C' = C = 1), K = -Q, V = [1, -1, -1, 1], 2 x 1 grid:
+    Q' = [c, -c], K' = [-c, c]. Returns q, k, v and CSALR's output y = A_nm A_mm^-1 B V^T (eqs. 13-17)
+    written out: A_mm = S + I with S = [[s, 1 - s], [1 - s, s]], s = 1/(1 + e^(2c^2)) (eigenvalues 2 and 2s)."""
+    qs = [c + d, c - d, -c - d, -c + d]
+    q = torch.tensor(qs, dtype=torch.float64).view(1, 1, 4)
+    v = torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64)
+    q_land, k_land = [c, -c], [-c, c]
+
+    def softmax(row):
+        top = max(row)
+        e = [math.exp(x - top) for x in row]
+        return [x / sum(e) for x in e]
+
+    b = torch.tensor([softmax([qi * -qp for qp in qs]) for qi in q_land], dtype=torch.float64)  # [2, 4]
+    a_nm = torch.tensor([softmax([qp * kj for kj in k_land]) for qp in qs], dtype=torch.float64)
+    a_nm += torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    a_mm = torch.tensor([softmax([qi * kj for kj in k_land]) for qi in q_land], dtype=torch.float64) + torch.eye(2)
+    (p, r), (t, u) = a_mm.tolist()
+    inverse = torch.tensor([[u, -r], [-t, p]], dtype=torch.float64) / (p * u - r * t)
+    y = a_nm @ inverse @ (b @ v)
+    return q.to(dtype), (-q).to(dtype), v.view(1, 1, 4).to(dtype), y
+
+
+def test_csalr_output_equals_the_papers_formula_for_a_well_conditioned_a_mm():
+    q, k, v, y = _two_landmarks(1.0, 0.5, torch.float64)
+    out, _ = CSALRKernel((2, 1))(q, k, v, (4, 1))
+    assert torch.allclose(out.flatten(), y, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype, c, d", [(torch.float32, 2.5, 1.0), (torch.float64, 3.5, 1.5)])
+def test_a_nearly_singular_a_mm_does_not_blow_up_the_output(dtype, c, d):
+    """The exact W = A_nm A_mm^-1 has entries ~ e^(2cd) / 2: the formula multiplies V by e^(2cd) / 2 (146 in
+    float32, 1.8e4 in float64 here) while kappa(A_mm) = 1/s = 1 + e^(2c^2) passes 1/sqrt(eps) (the LU still
+    succeeds); in a search this multiplied the activations by 1e11 until the softmax overflowed to NaN.
+    Beyond kappa = 1/sqrt(eps) the Tikhonov solution bounds |A_mm^-1 E| by |E| / (2 eps^(1/4)) (and A_nm's
+    rows sum to 2), so the output stays below that gain times |V|."""
+    q, k, v, exact = _two_landmarks(c, d, dtype)
+    eps = torch.finfo(dtype).eps
+    assert 1 + math.exp(2 * c * c) > eps ** -0.5  # kappa(A_mm)
+    gain = 2 / (2 * eps ** 0.25)
+    assert exact.abs().max() > gain  # what the formula gives in exact arithmetic
+    out, _ = CSALRKernel((2, 1))(q, k, v, (4, 1))
+    assert torch.isfinite(out).all() and out.abs().max() <= gain * v.abs().max()
+
+
 @pytest.mark.parametrize("kernel", [CSAKernel, CSALRKernel])
 def test_scale_sqrt_divides_the_logits_by_sqrt_of_the_query_channels(kernel):
     """Every logit is bilinear in (Q, K) (CSA's base vectors are pooled K), so multiplying the logits by

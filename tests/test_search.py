@@ -217,7 +217,8 @@ def test_retrain_refuses_an_arch_of_another_version(tmp_path, capsys):
     assert f"arch '{path}': version = 0, expected 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("recipe", ["cpu/search_tiny.yaml", "cpu/search_small.yaml", "gpu/dcs_dnas_market.yaml"])
+@pytest.mark.parametrize("recipe", ["cpu/search_tiny.yaml", "cpu/search_small.yaml", "gpu/dcs_dnas_market.yaml",
+                                    "demo/search.yaml", "bench/search_vs_random/search.yaml"])
 def test_search_recipes_load_with_their_space(recipe):
     cfg = load_config(SearchConfig, ROOT / "experiments" / recipe)
     load_space(ROOT / cfg.search.space)

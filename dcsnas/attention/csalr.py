@@ -27,13 +27,21 @@ All three logits are multiplied by ``scale`` (1 as in the paper, or 1/sqrt(C')),
 **Precision.** Softmaxes and the solve run in ``promote_types(dtype, float32)`` (float64 stays float64,
 half precision and autocast are raised to float32); products with V run in V's dtype.
 
-**Singular A_mm.** A_mm is invertible in exact arithmetic, but saturated logits (scale 1 and large
-activations) underflow S to a 0/1 matrix, and S a permutation with a 2-cycle makes S + I singular in
-floating point (logits +-2500 give A_mm = [[1, 1], [1, 1]]). :func:`solve_landmarks` checks ``solve_ex``'s
-``info`` (and finiteness) and, for the affected items only, takes the Tikhonov-regularised least-squares
-solution (A^T A + lambda I)^-1 A^T E with lambda = sqrt(eps): it is bounded, differentiable, and tends to
-the minimum-norm least-squares solution pinv(A) E, the principled answer when A_mm Z = E has none; it never
-returns NaN for finite inputs. The check reads ``info`` (one device synchronisation per call on CUDA).
+**Singular and ill-conditioned A_mm.** A_mm is invertible in exact arithmetic, but saturated logits (scale 1
+and large activations) bring S near a permutation with a 2-cycle, i.e. S + I near singularity: with two
+landmarks S = [[s, 1 - s], [1 - s, s]] has the eigenvalue 2s - 1, kappa(A_mm) = 1/s grows as e^(logit gap),
+and W = A_nm A_mm^-1 gets entries of the same order (logits +-2500 give A_mm = [[1, 1], [1, 1]] in floating
+point). The exact formula then multiplies V by up to kappa: in a DCS-DNAS search it multiplied the
+activations after an attention by ~1e11 until the next softmax overflowed and the loss became NaN.
+:func:`solve_landmarks` therefore checks ``solve_ex``'s ``info``, finiteness and a lower bound of the
+condition number, ||A|| ||Z|| / ||E|| (max norms), and for the items where it exceeds 1/sqrt(eps) (half the
+working digits lost) takes the Tikhonov-regularised least-squares solution (A^T A + lambda I)^-1 A^T E with
+lambda = sqrt(eps): bounded (|Z| <= |E| / (2 lambda^(1/2)), below 30 |E| in float32), differentiable, and
+tending to the minimum-norm solution pinv(A) E where A_mm Z = E has none; it never returns NaN for finite
+inputs. Below that bound the output is the paper's formula (``tests/test_attention.py`` checks both against
+a hand calculation). This departs from eq. 14 only where the formula amplifies by more than 1/sqrt(eps)
+(2900 in float32), as Nystromformer replaces A_mm^-1 by a bounded pseudo-inverse. The check reads ``info``
+(one device synchronisation per call on CUDA).
 
 Cost O(n m (C' + C) + m^3): the n x n map is only formed when asked for (W B, for visualisation);
 :meth:`CSALRKernel.flops` states it exactly (the fallback, data-dependent and degenerate, is not counted).
@@ -58,8 +66,9 @@ from dcsnas.attention.linalg import solve_diagonally_dominant
 
 
 def solve_landmarks(a: Tensor, rhs: Tensor) -> Tensor:
-    """A^-1 rhs for ``a`` [N, m, m], ``rhs`` [N, m, r] by LU; items whose LU fails (``info`` != 0) or gives
-    non-finite values get the regularised least-squares solution of the module docstring instead. While
+    """A^-1 rhs for ``a`` [N, m, m], ``rhs`` [N, m, r] by LU; items whose LU fails (``info`` != 0), gives
+    non-finite values or shows kappa(A) > 1/sqrt(eps) get the regularised least-squares solution of the
+    module docstring instead. While
     exporting or tracing (no solve operator in ONNX, no data-dependent branch in a graph): elimination
     without pivoting, stable for this diagonally dominant A_mm (:mod:`dcsnas.attention.linalg`)."""
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
@@ -67,7 +76,10 @@ def solve_landmarks(a: Tensor, rhs: Tensor) -> Tensor:
     z, info = torch.linalg.solve_ex(a, rhs)
     if z.device.type == "meta":  # shapes only: there is no info to read
         return z
-    bad = (info != 0) | ~torch.isfinite(z).flatten(1).all(1)
+    # ||A||·||z|| / ||rhs|| (max norms) is a lower bound on kappa(A): beyond 1/sqrt(eps) the item is ill-conditioned
+    growth = a.abs().sum(-1).amax(-1) * z.abs().flatten(1).amax(1)
+    ill = growth > rhs.abs().flatten(1).amax(1) / torch.finfo(a.dtype).eps ** 0.5
+    bad = (info != 0) | ~torch.isfinite(z).flatten(1).all(1) | ill
     if not bool(bad.any()):
         return z
     keep = ~bad[:, None, None]
