@@ -68,9 +68,9 @@ from dcsnas.attention.linalg import solve_diagonally_dominant
 def solve_landmarks(a: Tensor, rhs: Tensor) -> Tensor:
     """A^-1 rhs for ``a`` [N, m, m], ``rhs`` [N, m, r] by LU; items whose LU fails (``info`` != 0), gives
     non-finite values or shows kappa(A) > 1/sqrt(eps) get the regularised least-squares solution of the
-    module docstring instead. While
-    exporting or tracing (no solve operator in ONNX, no data-dependent branch in a graph): elimination
-    without pivoting, stable for this diagonally dominant A_mm (:mod:`dcsnas.attention.linalg`)."""
+    module docstring instead. While exporting or tracing (no solve operator in ONNX, no data-dependent
+    branch in a graph): elimination without pivoting, stable for this diagonally dominant A_mm
+    (:mod:`dcsnas.attention.linalg`)."""
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
         return solve_diagonally_dominant(a, rhs)
     z, info = torch.linalg.solve_ex(a, rhs)
