@@ -124,7 +124,7 @@ def test_csalr_output_equals_the_papers_formula_for_a_well_conditioned_a_mm():
 
 @pytest.mark.parametrize("dtype, c, d", [(torch.float32, 2.5, 1.0), (torch.float64, 3.5, 1.5)])
 def test_a_nearly_singular_a_mm_does_not_blow_up_the_output(dtype, c, d):
-    """The exact W = A_nm A_mm^-1 has entries ~ e^(2cd) / 2: the formula multiplies V by e^(2cd) / 2 (146 in
+    """The exact W = A_nm A_mm^-1 has entries ~ e^(2cd) / 2: the formula multiplies V by e^(2cd) / 2 (74 in
     float32, 1.8e4 in float64 here) while kappa(A_mm) = 1/s = 1 + e^(2c^2) passes 1/sqrt(eps) (the LU still
     succeeds); in a search this multiplied the activations by 1e11 until the softmax overflowed to NaN.
     Beyond kappa = 1/sqrt(eps) the Tikhonov solution bounds |A_mm^-1 E| by |E| / (2 eps^(1/4)) (and A_nm's
