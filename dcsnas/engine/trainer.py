@@ -31,6 +31,7 @@ from dcsnas.engine.distributed import (
     init_distributed,
 )
 from dcsnas.engine.evaluator import evaluate_model
+from dcsnas.engine.health import HealthMonitor, batch_health, head_health
 from dcsnas.engine.logging import RunLogger
 from dcsnas.engine.optim import build_optimizer, build_scheduler
 from dcsnas.engine.rundir import RunDir, lock_run_dir, same_config
@@ -103,6 +104,7 @@ class Trainer:
         self.test_transform = build_transforms(cfg.data.transforms, False)
         self.logger = RunLogger(run.tensorboard, enabled=self.dist.is_main)
         self.start_epoch, self.elapsed, self.history, self.best, self.untrained = 0, 0.0, [], None, None
+        self.health = HealthMonitor(warmup_epochs=max(cfg.optim.warmup_epochs, 1))
 
     # ----------------------------------------------------------------------------------------- building
     # Subclasses (the architecture search) override these to train another model on other splits.
@@ -155,7 +157,7 @@ class Trainer:
             "center_optimizer": self.center_optimizer.state_dict() if self.center_optimizer else None,
             "scaler": self.scaler.state_dict(), "ib": self.ib.state_dict() if self.ib is not None else None,
             "elapsed": self.elapsed, "history": self.history, "best": self.best, "untrained": self.untrained,
-            "config": to_dict(self.cfg),
+            "health": self.health.state_dict(), "config": to_dict(self.cfg),
             "num_classes": self.num_classes, "threads": torch.get_num_threads(),
         }
 
@@ -189,6 +191,8 @@ class Trainer:
         self.start_epoch = ckpt["epoch"] + 1
         self.elapsed, self.history, self.best = ckpt["elapsed"], ckpt["history"], ckpt["best"]
         self.untrained = ckpt["untrained"]
+        if "health" in ckpt:  # checkpoints of older versions have none
+            self.health.load_state_dict(ckpt["health"])
         self._restore_rng(ckpt)
         if self.dist.is_main:
             left = f"continuing with epoch {done + 1} of {epochs}" if done < epochs else "no epoch left to train"
@@ -285,7 +289,8 @@ class Trainer:
 
     def loss_terms(self, images: torch.Tensor, pids: torch.Tensor, criterion: ReIDCriterion,
                    ib_on: bool) -> dict[str, torch.Tensor]:
-        """Forward one batch; the criterion's terms, plus ``ib`` (weighted, in ``total``) when ``ib_on``."""
+        """Forward one batch; the criterion's terms, plus ``ib`` (weighted, in ``total``) when ``ib_on``, and the
+        batch's ``health/*`` figures (:func:`~dcsnas.engine.health.batch_health`, not in ``total``)."""
         images = images.to(self.device, non_blocking=True)
         if self.cuda and self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -293,6 +298,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             outputs = self.train_model(images)
         terms = criterion(outputs, labels)
+        logits = outputs.get("logits")
+        terms.update(batch_health(outputs["features"], logits[0] if logits else None, labels,
+                                  logits[0].shape[1] if logits else 0))
         if ib_on:
             ib = self.ib(outputs["pooled"].float(), self.ib_input(images), labels)
             terms["ib_ixf"], terms["ib_iyf"] = ib["ixf"].detach(), ib["iyf"].detach()
@@ -351,7 +359,7 @@ class Trainer:
                               self.amp_dtype, self.show_progress if show_progress is None else show_progress)
 
     def log_epoch(self, epoch: int, train_stats: dict[str, float]) -> None:
-        log = {f"loss/{k}": v for k, v in train_stats.items()}
+        log = {k if k.startswith("health/") else f"loss/{k}": v for k, v in train_stats.items()}
         for group in self.optimizer.param_groups:
             log[f"lr/{group['name']}"] = group["lr"]
         for name, module in self.model.attentions.items():
@@ -374,13 +382,14 @@ class Trainer:
         for epoch in range(self.start_epoch, epochs):
             tic = time.perf_counter()
             self.begin_epoch(epoch)
-            train_stats = self.train_epoch(epoch)
+            train_stats = {**self.train_epoch(epoch), **head_health(self.model)}
             self.scheduler.step()
             self.elapsed += time.perf_counter() - tic
             record: dict[str, Any] = {"epoch": epoch + 1, "train": train_stats}
             due = epoch + 1 == epochs or (cfg.eval.every > 0 and (epoch + 1) % cfg.eval.every == 0)
             rng_ranks = gather_object(rng_state(), self.dist) if self.dist.enabled else None
             if self.dist.is_main:
+                self.health.check(epoch, train_stats)
                 self.log_epoch(epoch, train_stats)
                 if due and self.val_split is not None:
                     record["val"] = self.evaluate("val")
@@ -406,7 +415,8 @@ class Trainer:
                 last_test = self.evaluate("test")
             metrics = {"dataset": self.dataset.name, "protocol": cfg.eval.protocol, "epochs": epochs,
                        "num_classes": self.num_classes, "train_time_s": self.elapsed, "test": last_test,
-                       "untrained_test": self.untrained, "best_val": self.best, "history": self.history}
+                       "untrained_test": self.untrained, "best_val": self.best,
+                       "health": dict(self.health.events), "history": self.history}
             self.run.write_metrics(metrics)
             self.logger.close()
         return metrics

@@ -34,6 +34,7 @@ class LossConfig:
     triplet_weight: float = 1.0
     triplet_margin: float = 0.3
     triplet_soft_margin: bool = False
+    triplet_distance: Literal["euclidean", "cosine"] = "euclidean"
     center_weight: float = 0.0
     center_lr: float = 0.5
     deep_supervision_weight: float = 1.0
@@ -48,8 +49,10 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         for name in ("ce_weight", "triplet_weight", "center_weight", "deep_supervision_weight", "ib_weight"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN fails too
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.triplet_soft_margin and not self.triplet_margin > 0:
+            raise ValueError(f"triplet_margin must be > 0 (or set triplet_soft_margin: true), got {self.triplet_margin}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.ib_warmup_epochs is not None and self.ib_warmup_ratio is not None:
@@ -79,7 +82,7 @@ class ReIDCriterion(nn.Module):
     def __init__(self, cfg: LossConfig, num_classes: int, feature_dim: int):
         super().__init__()
         self.cfg = cfg
-        self.triplet = TripletLoss(cfg.triplet_margin, cfg.triplet_soft_margin)
+        self.triplet = TripletLoss(cfg.triplet_margin, cfg.triplet_soft_margin, cfg.triplet_distance)
         self.center = CenterLoss(num_classes, feature_dim) if cfg.center_weight > 0 else None
 
     def forward(self, outputs: dict, labels: torch.Tensor) -> dict[str, torch.Tensor]:
