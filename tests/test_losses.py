@@ -130,3 +130,26 @@ def test_cosine_schedule_follows_the_half_cosine_after_warmup():
     assert [lr_factor(e, cfg) for e in range(6)] == pytest.approx(expected)
     step = OptimConfig(epochs=6, warmup_epochs=0, milestones=[3], gamma=0.5)
     assert [lr_factor(e, step) for e in range(6)] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("on", ["features", "embedding"])
+def test_triplet_reads_the_configured_output(on):
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1])
+    outputs = {"logits": [torch.zeros(4, 2)], "features": torch.randn(4, 3), "embedding": torch.randn(4, 3)}
+    cfg = LossConfig(ce_weight=0.0, triplet_on=on, triplet_distance="cosine")
+    terms = ReIDCriterion(cfg, 2, 3)(outputs, labels)
+    assert torch.equal(terms["triplet"], TripletLoss(0.3, distance="cosine")(outputs[on], labels))
+
+
+def test_bnneck_training_embedding_is_the_batch_normalised_feature():
+    from dcsnas.models.heads import BNNeck
+
+    head = BNNeck(3, 5).train()
+    fmap = torch.randn(6, 3, 2, 2, dtype=torch.float64)
+    head = head.double()
+    out = head(fmap)
+    pooled = fmap.mean(dim=(2, 3))
+    by_hand = (pooled - pooled.mean(0)) / torch.sqrt(pooled.var(0, unbiased=False) + head.bn.eps)
+    assert torch.allclose(out["embedding"], by_hand, atol=1e-12)
+    assert torch.allclose(out["features"], pooled, atol=1e-12)

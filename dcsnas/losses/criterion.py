@@ -27,6 +27,10 @@ class LossConfig:
     ``ib_clusters``: k of both F and X (None: the number of training identities). ``ib_ixf``: the first
     term, ``authors`` (their bound, constant in the weights) or ``batch_mi`` (the batch's plug-in I(F; X)).
     ``ib_input_size``: [h, w] the input image is average-pooled to before it is flattened into X.
+
+    Triplet: ``triplet_distance`` ``euclidean`` (BoT) or ``cosine`` (1 − cos, scale-invariant: no collapse by
+    shrinking, :class:`~dcsnas.losses.triplet.TripletLoss`); ``triplet_on`` ``features`` (the pooled map before
+    the BNNeck, BoT) or ``embedding`` (the test embedding, after it).
     """
 
     ce_weight: float = 1.0
@@ -35,6 +39,7 @@ class LossConfig:
     triplet_margin: float = 0.3
     triplet_soft_margin: bool = False
     triplet_distance: Literal["euclidean", "cosine"] = "euclidean"
+    triplet_on: Literal["features", "embedding"] = "features"
     center_weight: float = 0.0
     center_lr: float = 0.5
     deep_supervision_weight: float = 1.0
@@ -93,7 +98,7 @@ class ReIDCriterion(nn.Module):
                      for logits in outputs["logits"])
             terms["ce"] = cfg.ce_weight * ce
         if cfg.triplet_weight > 0:
-            terms["triplet"] = cfg.triplet_weight * self.triplet(outputs["features"], labels)
+            terms["triplet"] = cfg.triplet_weight * self.triplet(outputs[cfg.triplet_on], labels)
         if self.center is not None:
             terms["center"] = cfg.center_weight * self.center(outputs["features"], labels)
         aux = outputs.get("aux_logits") or []
