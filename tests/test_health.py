@@ -72,7 +72,7 @@ def test_collapse_detector_fires_on_a_constant_embedding_only(target, fires):
 
 
 def test_ce_that_stays_at_uniform_after_warmup_warns_once():
-    monitor = HealthMonitor(warmup_epochs=2, patience=2)
+    monitor = HealthMonitor(warmup_epochs=1, ce_warmup_epochs=2, patience=2)
     assert monitor.check(1, {"health/ce_ratio": 1.2}) == []  # warm-up
     assert monitor.check(2, {"health/ce_ratio": 1.05}) == []  # one epoch: a transient
     assert monitor.check(3, {"health/ce_ratio": 0.9}) == []  # recovered: the count restarts
@@ -103,3 +103,10 @@ def test_trainer_logs_health_per_epoch(tiny_data, tmp_path):
                 "health/bnneck_gamma"} <= set(train)
         assert -1 <= train["health/fcos"] <= 1 and train["health/fstd"] >= 0
     assert isinstance(metrics["health"], dict)
+
+
+@pytest.mark.parametrize("epochs, lr_warmup, collapse, ce", [(16, 1, 1, 5), (12, 2, 2, 4), (1, 0, 1, 1),
+                                                             (120, 10, 10, 36), (10, 5, 5, 5)])
+def test_collapse_is_checked_after_the_lr_warmup_and_ce_after_30_percent(epochs, lr_warmup, collapse, ce):
+    monitor = HealthMonitor.for_run(epochs, lr_warmup)
+    assert (monitor.warmup_epochs, monitor.ce_warmup_epochs) == (collapse, ce)

@@ -104,7 +104,7 @@ class Trainer:
         self.test_transform = build_transforms(cfg.data.transforms, False)
         self.logger = RunLogger(run.tensorboard, enabled=self.dist.is_main)
         self.start_epoch, self.elapsed, self.history, self.best, self.untrained = 0, 0.0, [], None, None
-        self.health = HealthMonitor(warmup_epochs=max(cfg.optim.warmup_epochs, 1))
+        self.health = HealthMonitor.for_run(cfg.optim.epochs, cfg.optim.warmup_epochs)
 
     # ----------------------------------------------------------------------------------------- building
     # Subclasses (the architecture search) override these to train another model on other splits.

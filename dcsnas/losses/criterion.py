@@ -57,7 +57,8 @@ class LossConfig:
             if not getattr(self, name) >= 0:  # NaN fails too
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.triplet_soft_margin and not self.triplet_margin > 0:
-            raise ValueError(f"triplet_margin must be > 0 (or set triplet_soft_margin: true), got {self.triplet_margin}")
+            raise ValueError(f"triplet_margin must be > 0 (or set triplet_soft_margin: true), "
+                             f"got {self.triplet_margin}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.ib_warmup_epochs is not None and self.ib_warmup_ratio is not None:
