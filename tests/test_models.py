@@ -121,15 +121,16 @@ def test_create_model_by_name_equals_the_model_of_the_config():
 
 
 def test_the_train_and_eval_contract():
-    """Training mode: the dict of logits (one per classifier) and features for the losses, deep-supervision
-    logits and the pooled map; evaluation mode: the test embedding; forward = forward_head(forward_features)."""
+    """Training mode: the dict of logits (one per classifier), features and the embedding for the losses,
+    deep-supervision logits and the pooled map; evaluation mode: the test embedding; forward = forward_head(forward_features)."""
     model = create_model("mobilenetv2", 5, width_mult=0.5, attention=[
         {"stage": "stage2", "name": "sa", "deep_supervision": True}])
     x = torch.randn(3, 3, 64, 32)
     model.train()
     torch.manual_seed(0)
     out = model(x)
-    assert set(out) == {"logits", "features", "aux_logits", "pooled"}
+    assert set(out) == {"logits", "features", "embedding", "aux_logits", "pooled"}
+    assert out["embedding"].shape == (3, model.embedding_dim)
     assert [logits.shape for logits in out["logits"]] == [(3, 5)]
     assert [logits.shape for logits in out["aux_logits"]] == [(3, 5)]
     model.eval()
