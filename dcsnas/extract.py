@@ -41,6 +41,8 @@ class FeatureExtractor:
         flip: average with the horizontally flipped image's embedding (default: the run's ``eval.flip``).
         batch_size: images per forward (default: the run's ``data.test_batch_size``, else 64).
         show_progress: a progress bar (default: when there is more than one batch).
+        trust_torchscript: allow a TorchScript file. Loading one runs the code it holds (its dcsnas metadata
+            proves nothing): set it only for a file from a source you trust; ONNX files need no trust.
 
     Call it on one image or a list of paths / PIL images, or on a batch: a tensor ``[N, 3, H, W]`` or an
     array ``[N, H, W, 3]`` (the image libraries' layout), uint8 in 0..255 or float in [0, 1], any size.
@@ -48,7 +50,7 @@ class FeatureExtractor:
 
     def __init__(self, source: Union[str, Path], device: str = "auto", checkpoint: str = "last",
                  flip: Optional[bool] = None, batch_size: Optional[int] = None,
-                 show_progress: Optional[bool] = None):
+                 show_progress: Optional[bool] = None, trust_torchscript: bool = False):
         self.device = resolve_device(device)
         path = Path(source)
         if path.is_dir():
@@ -58,7 +60,7 @@ class FeatureExtractor:
             transforms = loaded.config.data.transforms
             default_batch = loaded.config.data.test_batch_size
         else:
-            self._forward, self.metadata = load_exported(path, str(self.device))
+            self._forward, self.metadata = load_exported(path, str(self.device), trust_torchscript)
             height, width = self.metadata["input_size"]
             transforms = TransformConfig(height=height, width=width, mean=tuple(self.metadata["mean"]),
                                          std=tuple(self.metadata["std"]))

@@ -25,6 +25,7 @@ import yaml
 from dcsnas.config import PATH_KEYS, save_config, to_dict
 from dcsnas.errors import ConfigError
 from dcsnas.utils.io import atomic_write_json
+from dcsnas.utils.outpath import check_force_dir, owning_run
 
 LOCK_NAME = ".lock"
 _HELD: set[Path] = set()  # run directories whose lock this process holds
@@ -161,12 +162,15 @@ def _contents(path: Path) -> list[Path]:
 
 
 def create_run_dir(out: str | Path | None, command: str, cfg: Any, root: str | Path = "runs",
-                   force: bool = False) -> RunDir:
+                   force: bool = False, config_file: str | Path | None = None) -> RunDir:
     """Create a run directory, lock it and save the resolved config in it.
 
     ``out=None`` makes ``<root>/<command>-<YYYYmmdd-HHMMSS>``; a name that exists gets a numeric suffix. An
     explicit ``out`` that holds anything is refused, unless ``force``: its content is then moved aside to
-    ``<out>.replaced-<YYYYmmdd-HHMMSS>`` (said in one warning line).
+    ``<out>.replaced-<YYYYmmdd-HHMMSS>`` (said in one warning line). ``force`` replaces only what
+    :func:`~dcsnas.utils.outpath.check_force_dir` allows (a run or an empty folder; never a folder that holds
+    the working directory, the home, the data root ``cfg.data.root`` or ``config_file``); a symlinked ``out``
+    is refused.
     """
     if out is None:
         base = Path(root) / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -175,8 +179,16 @@ def create_run_dir(out: str | Path | None, command: str, cfg: Any, root: str | P
             path, i = Path(f"{base}-{i}"), i + 1
     else:
         path = Path(out)
+        if path.is_symlink():
+            raise ConfigError(f"--out '{path}' is a symbolic link (to '{os.path.realpath(path)}'); give the real path")
         if path.exists() and not path.is_dir():
             raise ConfigError(f"--out '{path}' is a file, not a folder")
+        if owning_run(path) is not None:
+            raise ConfigError(f"--out '{path}' lies inside the files of the run directory '{owning_run(path)}'; "
+                              "choose a folder outside it")
+        if force:
+            data = getattr(cfg, "data", None)
+            check_force_dir(path, (getattr(data, "root", None), config_file))
     run = RunDir(path)
     lock_run_dir(run)
     if _contents(path):
