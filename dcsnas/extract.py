@@ -18,6 +18,7 @@ from dcsnas.data.transforms import TransformConfig, build_transforms
 from dcsnas.engine.device import resolve_device
 from dcsnas.engine.inference import load_exported, load_run_model
 from dcsnas.errors import ConfigError, DataError
+from dcsnas.utils.image import read_image
 from dcsnas.utils.progress import progress
 
 ImageInput = Union[str, Path, Image.Image]
@@ -26,8 +27,7 @@ ImageInput = Union[str, Path, Image.Image]
 def _read(item: ImageInput) -> Image.Image:
     if isinstance(item, Image.Image):
         return item.convert("RGB")
-    with Image.open(item) as img:  # as the data loaders read files
-        return img.convert("RGB")
+    return read_image(item)  # as the data loaders read files
 
 
 class FeatureExtractor:
@@ -114,7 +114,9 @@ class FeatureExtractor:
             for item in items:
                 try:
                     batch.append(self.transform(_read(item)))
-                except (OSError, ValueError) as exc:  # missing, truncated or not an image
+                except DataError as exc:  # missing, truncated, not an image, or out of bounds
+                    unreadable.append(str(exc).removeprefix("cannot read image "))
+                except (OSError, ValueError) as exc:  # a PIL image given in memory that cannot convert
                     unreadable.append(f"'{item}' ({exc})")
             if not unreadable:  # after the first failure, only read on to name every unreadable file
                 chunks.append(self._embed(torch.stack(batch)))

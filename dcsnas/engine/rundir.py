@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dcsnas.config import PATH_KEYS, save_config, to_dict
+from dcsnas.config import MAX_YAML_BYTES, PATH_KEYS, load_yaml, save_config, to_dict
 from dcsnas.errors import ConfigError
 from dcsnas.utils.io import atomic_write_json
 from dcsnas.utils.outpath import check_force_dir, owning_run
@@ -68,9 +66,12 @@ class RunDir:
         """The resolved config stored in this run directory, as a plain mapping."""
         if not self.config.is_file():
             raise ConfigError(f"'{self.path}' is not a run directory: {self.config.name} is missing")
+        if self.config.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"run directory '{self.path}': {self.config.name} is larger than {MAX_YAML_BYTES} bytes")
         try:
-            data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            data = load_yaml(self.config.read_text(encoding="utf-8"),
+                             f"run directory '{self.path}': {self.config.name}")
+        except UnicodeDecodeError as exc:
             raise ConfigError(f"run directory '{self.path}': {self.config.name} is not valid YAML "
                               f"({' '.join(str(exc).split())})") from None
         if not isinstance(data, dict):

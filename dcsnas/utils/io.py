@@ -89,10 +89,18 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         recorder = _WriteRecorder(fh)
         try:
             torch.save(obj, recorder)
-        except RuntimeError:
-            if recorder.error is None:
+        except (RuntimeError, OSError) as exc:
+            cause = recorder.error or (exc if isinstance(exc, OSError) else None)
+            if cause is None:
                 raise
-            raise OSError(recorder.error.errno, recorder.error.strerror, str(path)) from None
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
+
+
+def atomic_savefig(fig: Any, path: str | Path, **options: Any) -> None:
+    """``fig.savefig`` (matplotlib) through a temporary file and a rename: a figure is whole or absent. The
+    format is the file's suffix (``.png``, ``.pdf``, ``.svg``)."""
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format=Path(path).suffix.lstrip(".") or "png", **options)
 
 
 def json_default(obj: Any) -> Any:
