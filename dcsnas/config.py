@@ -388,6 +388,8 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"config file '{path}': 'base' includes form a cycle")
     data = read_yaml(path)
     bases = data.pop("base", [])
+    if not isinstance(bases, (str, list)):
+        raise ConfigError(f"config file '{path}': 'base' must be a file name or a list of them, got {bases!r}")
     merged: dict = {}
     for base in [bases] if isinstance(bases, str) else bases:
         if not isinstance(base, str):

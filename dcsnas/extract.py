@@ -22,6 +22,7 @@ from dcsnas.utils.image import read_image
 from dcsnas.utils.progress import progress
 
 ImageInput = Union[str, Path, Image.Image]
+MAX_BATCH = 4096  # images per forward
 
 
 def _read(item: ImageInput) -> Image.Image:
@@ -68,8 +69,8 @@ class FeatureExtractor:
         self.transform = build_transforms(transforms, train=False)
         self.flip = self.metadata["flip"] if flip is None else bool(flip)
         self.batch_size = default_batch if batch_size is None else batch_size
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ConfigError(f"batch_size must be in [1, {MAX_BATCH}], got {self.batch_size}")
         self.show_progress = show_progress
 
     @property

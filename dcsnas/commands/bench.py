@@ -10,6 +10,8 @@ import argparse
 from dcsnas.commands import print_json
 from dcsnas.errors import ConfigError
 
+LIMITS = {"batch": 4096, "num_classes": 100_000, "repeats": 100_000}  # the largest value of each flag (else 1024)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="benchmarks printed as JSON", description="Benchmarks printed as JSON.")
@@ -41,8 +43,8 @@ def _register_attention(targets: argparse._SubParsersAction) -> None:
 def _run_attention(args: argparse.Namespace) -> int:
     for name in ("batch", "repeats", "threads", "rounds"):
         value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name} must be a positive integer, got {value}")
+        if value is not None and not 1 <= value <= LIMITS.get(name, 1024):
+            raise ConfigError(f"--{name} must be an integer in [1, {LIMITS.get(name, 1024)}], got {value}")
     from dcsnas.bench.attention import run_benchmark
     from dcsnas.engine.device import resolve_device
     from dcsnas.utils.io import atomic_write_json
@@ -84,9 +86,10 @@ def _register_model(targets: argparse._SubParsersAction) -> None:
 
 
 def _run_model(args: argparse.Namespace) -> int:
-    for name in ("batch", "num_classes", "repeats"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    for name, limit in LIMITS.items():
+        if not 1 <= getattr(args, name) <= limit:
+            raise ConfigError(f"--{name.replace('_', '-')} must be an integer in [1, {limit}], got "
+                              f"{getattr(args, name)}")
     import torch
 
     from dcsnas.bench.model import profile_model, train_throughput

@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.images) == bool(args.query or args.gallery) or bool(args.query) != bool(args.gallery):
         raise ConfigError("give either --images FOLDER or both --query FOLDER and --gallery FOLDER")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.batch_size is not None and not 1 <= args.batch_size <= 4096:
+        raise ConfigError(f"--batch-size must be an integer in [1, 4096], got {args.batch_size}")
     check_output_file(args.out, args.force)
     pattern, camid_base = _naming(args)
     regex = compile_pattern(pattern)

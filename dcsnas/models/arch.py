@@ -38,11 +38,14 @@ RESNET50_STAGES = tuple(RESNET50_CHANNELS)
 MAX_WIDTH = 4096
 
 
+_MODULE_ATTRIBUTES = frozenset(dir(nn.ModuleDict()))  # class and instance attributes (training, forward, keys...)
+
+
 def check_stage_name(name: str) -> None:
     """A stage name becomes a submodule's name: it must be an identifier, neither the stem's nor the conv
     head's, and no attribute of ``nn.ModuleDict`` (``training``, ``forward``, ``keys``...: a stage of that
     name would shadow it). Else ``ValueError``."""
-    if not (name.isascii() and name.isidentifier()) or name in (STEM, CONV_HEAD) or hasattr(nn.ModuleDict, name):
+    if not (name.isascii() and name.isidentifier()) or name in (STEM, CONV_HEAD) or name in _MODULE_ATTRIBUTES:
         raise ValueError(f"stage name {name!r}: expected an identifier other than '{STEM}', '{CONV_HEAD}' and the "
                          "attributes of torch.nn.Module / ModuleDict (e.g. training, forward, keys)")
 
