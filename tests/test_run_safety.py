@@ -424,6 +424,26 @@ BAD_INPUTS = [
     ("train-arch-width-not-in-space", "search-space-train", "is not an option of the space"),
     ("search-into-a-finished-search", "search-again", "already holds a run"),
     ("resume-before-first-checkpoint", "no-checkpoint", "has no checkpoint yet"),
+    ("std-zero", lambda t, d: train_args(d, t / "r", "data.transforms.std=[0,1,1]"), "'data.transforms.std[0]' = 0.0"),
+    ("mean-four-values", lambda t, d: train_args(d, t / "r", "data.transforms.mean=[0.5,0.5,0.5,0.5]"),
+     "expected 3 values"),
+    ("tau-start-zero", lambda t, d: train_args(d, t / "r", "schedule.dcs_tau_start=0"),
+     "'schedule.dcs_tau_start' = 0.0"),
+    ("width-mult-negative", lambda t, d: train_args(d, t / "r", "model.width_mult=-1"), "'model.width_mult' = -1.0"),
+    ("center-lr-negative", lambda t, d: train_args(d, t / "r", "loss.center_lr=-1"), "'loss.center_lr' = -1.0"),
+    ("triplet-margin-nan", lambda t, d: train_args(d, t / "r", "loss.triplet_margin=.nan"),
+     "'loss.triplet_margin' = nan"),
+    ("pcb-parts-zero", lambda t, d: train_args(d, t / "r", "model.head=pcb", "model.pcb_parts=0"),
+     "'model.pcb_parts' = 0"),
+    ("search-warmup-not-below-epochs", lambda t, d: ["search", "--config", str(SEARCH), "--set", f"data.root={d}",
+                                                     "--set", "optim.epochs=1", "--out", str(t / "r")],
+     "search.warmup_epochs = 1 is not below optim.epochs = 1"),
+    ("camid-base-string", lambda t, d: ["data", "info", "--dataset", "folder", "--root", str(d), "--option",
+                                        "camid_base=abc"], "'camid_base' = 'abc'"),
+    ("base-not-a-file-name", lambda t, d: (t.joinpath("b.yaml").write_text("base: 3\n"),
+                                           ["train", "--config", str(t / "b.yaml")])[1], "'base' must be a file name"),
+    ("bench-batch-huge", lambda t, d: ["bench", "model", "--batch", "1000000000"], "--batch must be an integer in"),
+    ("bench-classes-huge", lambda t, d: ["bench", "model", "--num-classes", "10000000000"], "[1, 100000]"),
 ]
 
 
@@ -709,6 +729,27 @@ def test_a_features_file_that_claims_huge_arrays_is_refused_before_allocating(tm
         archive.writestr("huge.npy", header.getvalue() + b"\0" * 64)
     with pytest.raises(DataError, match=r"huge.npy claims \(100000, 100000\)"):
         load_features(path)
+
+
+def test_compare_reads_metrics_json_by_its_schema_and_warns_of_a_run_being_written(run_copy, tmp_path):
+    from dcsnas.compare.runs import load_run
+    from dcsnas.errors import ConfigError
+
+    metrics = json.loads((run_copy / "metrics.json").read_text())
+    (run_copy / "metrics.json").write_text(json.dumps({**metrics, "num_classes": 10**10}))
+    with pytest.raises(ConfigError, match="'num_classes' = 10000000000: expected an int in"):
+        load_run(run_copy)
+    (run_copy / "metrics.json").write_text(json.dumps({**metrics, "test": {**metrics["test"], "mAP": "abc"}}))
+    with pytest.raises(ConfigError, match="'test.mAP': expected float"):
+        load_run(run_copy)
+    (run_copy / "metrics.json").write_text(json.dumps(metrics))
+    holder = _hold_lock(run_copy)
+    try:
+        with pytest.warns(UserWarning, match=f"is being written by process {holder.pid}"):
+            load_run(run_copy)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 # ------------------------------------------------------------------------------------------ OS errors

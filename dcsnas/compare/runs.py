@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 from dcsnas.config import from_dict, ranged
 from dcsnas.engine.config import TrainConfig
-from dcsnas.engine.rundir import open_run_dir
+from dcsnas.engine.rundir import lock_holder, open_run_dir
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import Arch
 from dcsnas.models.builder import ModelConfig
@@ -126,6 +126,10 @@ def load_run(path: str | Path) -> CompareRun:
     except ConfigError as exc:
         raise ConfigError(f"run '{run.path}': {run.config.name}: {exc}") from None
     metrics = _read_metrics(run.path)
+    holder = lock_holder(run)
+    if holder is not None:
+        warnings.warn(f"run '{run.path}' is being written by {holder} (a training or a --resume): its metrics.json "
+                      "may be replaced before long")
     arch_path = None
     if cfg.model.backbone == "searched":
         candidates = [run.arch] + ([Path(cfg.model.arch)] if cfg.model.arch else [])

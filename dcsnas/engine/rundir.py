@@ -100,6 +100,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def lock_holder(run: RunDir) -> str | None:
+    """Who is writing ``run`` now: ``"process PID"`` (or ``"process PID on host HOST"``) when its lock is held by
+    a live process other than this one (or by any process of another host), else None."""
+    try:
+        host, pid = run.lock.read_text().split()[:2]
+        pid_number = int(pid)
+    except (OSError, ValueError):
+        return None
+    if host != socket.gethostname():
+        return f"process {pid} on host {host}"
+    return f"process {pid_number}" if pid_number != os.getpid() and _pid_alive(pid_number) else None
+
+
 def _release(path: Path) -> None:
     lock = path / LOCK_NAME
     try:

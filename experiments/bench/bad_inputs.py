@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Callable, Union
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the dcsnas of this checkout, in this process and its forked children
 TINY = ROOT / "experiments" / "cpu" / "tiny_test.yaml"
 SEARCH = ROOT / "experiments" / "cpu" / "search_tiny.yaml"
 SPACE = ROOT / "search_spaces" / "tiny.yaml"
