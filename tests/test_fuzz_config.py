@@ -145,6 +145,23 @@ def test_every_config_key_is_validated(schema):
     check()
 
 
+FIXED_HOSTILE = [None, True, 0, -1, -0.5, 1e30, 10**20, float("nan"), float("inf"), -float("inf"), "abc", "",
+                 [], [float("nan")] * 3, {"a": 1}, REMOVE]
+
+
+@pytest.mark.parametrize("schema", [TrainConfig, SearchConfig], ids=["train", "search"])
+def test_every_key_with_every_fixed_hostile_value(schema):
+    """The same property, exhaustively over every key and :data:`FIXED_HOSTILE` (no key left unsampled)."""
+    for key in leaf_keys(schema):
+        for value in FIXED_HOSTILE:
+            try:
+                cfg = from_dict(schema, nested(key, value))
+            except ConfigError as exc:
+                refused_in_one_line(exc, key.split(".")[-1], key)
+                continue
+            numbers_in_bounds(cfg)
+
+
 def test_nan_and_inf_are_refused_for_every_float_key():
     hints = {}
     for key in leaf_keys(SearchConfig) + leaf_keys(TrainConfig):

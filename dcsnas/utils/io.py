@@ -111,12 +111,20 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
 
 
+MAX_JSON_BYTES = 64 * 2**20  # the largest JSON file read (arch.json, metrics.json, ...)
+
+
 def read_json(path: str | Path, what: str = "file") -> Any:
-    """Parse a JSON file; a missing or malformed file raises :class:`~dcsnas.errors.ConfigError` naming it."""
+    """Parse a JSON file of at most :data:`MAX_JSON_BYTES`; a missing, oversized or malformed file (nesting too
+    deep included) raises :class:`~dcsnas.errors.ConfigError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{what} '{path}' does not exist")
+        raise ConfigError(f"{what} '{path}' does not exist (or is not a regular file)")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise ConfigError(f"{what} '{path}' is {path.stat().st_size} bytes, more than the {MAX_JSON_BYTES} allowed")
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{what} '{path}' is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} '{path}' is not valid JSON: nested too deeply") from None
