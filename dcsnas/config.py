@@ -237,8 +237,13 @@ def check_key_value(cls: type, key: str, value: Any) -> Any:
 
 
 def from_dict(cls: type[T], data: dict) -> T:
-    """Build the schema ``cls`` from a plain mapping, checking keys and types."""
-    return _from_dict(cls, data)
+    """Build the schema ``cls`` from a plain mapping, checking keys, types and bounds; then its
+    ``check_config()`` method, if it has one (cross-key rules of a config as the user wrote it)."""
+    obj = _from_dict(cls, data)
+    check = getattr(obj, "check_config", None)
+    if callable(check):
+        check()
+    return obj
 
 
 def to_dict(cfg: Any) -> dict:

@@ -102,7 +102,7 @@ def test_ib_warm_up_from_epochs_or_ratio(loss, epochs, start):
 @pytest.mark.parametrize("data, message", [
     ({"loss": {"ib_warmup_epochs": 3, "ib_warmup_ratio": 0.3}}, "set ib_warmup_epochs \\(3\\) or ib_warmup_ratio"),
     ({"loss": {"ib_warmup_ratio": 1.0}}, "ib_warmup_ratio must be in \\[0, 1\\), got 1.0"),
-    ({"loss": {"ib_warmup_epochs": -1}}, "ib_warmup_epochs must be >= 0"),
+    ({"loss": {"ib_warmup_epochs": -1}}, "'loss.ib_warmup_epochs' = -1: expected an int"),
     ({"loss": {"ib_ixf": "mine"}}, "config key 'loss.ib_ixf': expected one of 'authors', 'batch_mi'"),
     ({"loss": {"ib_weight": 0.1, "ib_warmup_epochs": 4}, "optim": {"epochs": 4}},
      "loss.ib_warmup_epochs = 4 is not before optim.epochs = 4"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dcsnas.utils.image import read_image
 from dcsnas.utils.io import atomic_write_bytes
 
 THUMB = (64, 128)
@@ -19,8 +20,6 @@ COLOURS = {"query": (0, 0, 0), "match": (0, 170, 0), "wrong": (220, 0, 0)}
 
 def _thumbnail(path: str, colour: tuple[int, int, int]):
     from PIL import ImageOps
-
-    from dcsnas.utils.image import read_image
 
     thumb = read_image(path).resize(THUMB)
     return ImageOps.expand(thumb, border=BORDER, fill=colour)

@@ -21,7 +21,7 @@ from typing import Any, Literal, Optional, Union
 from torch import nn
 
 from dcsnas.attention import create_attention
-from dcsnas.config import from_dict, to_dict
+from dcsnas.config import from_dict, ranged, to_dict
 from dcsnas.errors import ConfigError
 from dcsnas.models.blocks import SKIP, parse_op, skip_allowed
 from dcsnas.utils.io import atomic_write_json, read_json
@@ -93,8 +93,8 @@ class _ArchBase:
     version: int
     space: str
     input_size: list[int]
-    flops: int
-    params: int
+    flops: int = ranged(ge=0, le=1e15)
+    params: int = ranged(ge=0, le=1e12)
     search: dict[str, Any]
 
     def __post_init__(self) -> None:

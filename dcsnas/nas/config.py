@@ -59,8 +59,9 @@ class SearchConfig(RunConfig):
     head: Literal["bnneck", "pcb"] = "bnneck"
     search: NASConfig = field(default_factory=NASConfig)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check_config(self) -> None:
+        """Cross-key rule of a search config as read (:func:`~dcsnas.config.from_dict` calls it; the variants
+        the code derives, e.g. an NNI trial's shorter schedule, are not held to it)."""
         if self.search.warmup_epochs >= self.optim.epochs:
             raise ConfigError(f"search.warmup_epochs = {self.search.warmup_epochs} is not below optim.epochs = "
                               f"{self.optim.epochs}: no architecture step would run and the derived network would "
