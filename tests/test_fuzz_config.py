@@ -39,7 +39,7 @@ from dcsnas.nni.config import TuneConfig, check_trial_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "experiments" / "cpu" / "tiny_test.yaml"
-FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 REMOVE = object()  # a mutation that deletes the key
 
@@ -184,7 +184,7 @@ def test_nan_and_inf_are_refused_for_every_float_key():
 def test_a_refused_value_is_one_line_and_exit_2_through_the_cli(tmp_path):
     keys = leaf_keys(TrainConfig)
 
-    @settings(max_examples=25, deadline=None, derandomize=True)
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None)
     @given(key=st.sampled_from(keys), value=HOSTILE.filter(lambda v: v is not REMOVE))
     def check(key, value):
         override = f"{key}={yaml.safe_dump(value, default_flow_style=True).removesuffix(chr(10) + '...' + chr(10))}"
