@@ -6,8 +6,9 @@ dependencies inside their handlers, so ``dcsnas --help`` stays fast.
 
 User errors (:class:`~dcsnas.errors.DcsnasError`) print ``dcsnas: error: <message>`` and exit with 2 (an
 error raised in a DataLoader worker arrives wrapped with the worker's traceback: only its message is
-printed). SIGINT and SIGTERM end the command with one line and exit 130 and 143; checkpoints are written
-atomically, so the last one is intact.
+printed); so do the file system's errors (an ``OSError`` with an errno: read-only, no space left, no
+permission), as one line naming the path and the cause. SIGINT and SIGTERM end the command with one line
+and exit 130 and 143; checkpoints are written atomically, so the last one is intact.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ def error_message(exc: DcsnasError) -> str:
     return text
 
 
+def os_error_message(exc: OSError) -> str:
+    """``'<path>': <cause>`` of a file-system error (both paths of a rename), e.g. ``No space left on device``."""
+    paths = " -> ".join(f"'{p}'" for p in (exc.filename, exc.filename2) if p is not None)
+    cause = exc.strerror or str(exc)
+    return f"{paths}: {cause}" if paths else f"file system error: {cause}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -68,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     except DcsnasError as exc:
         print(f"dcsnas: error: {error_message(exc)}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno is None:  # not the file system's: a bug, shown with its traceback
+            raise
+        print(f"dcsnas: error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("dcsnas: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,12 @@ or a value of the wrong type raises :class:`~dcsnas.errors.ConfigError` naming t
 expected type. Supported field types: ``bool``, ``int``, ``float`` (ints accepted), ``str``,
 ``Optional[T]``, ``Literal[...]``, ``list[T]``, ``tuple[T, ...]``, ``dict[str, T]``, ``Any`` and nested
 dataclasses.
+
+Ranges come from the schema too: every float is finite (NaN and inf are refused everywhere), and every
+number of an int/float field (each item of a list of numbers) lies in the field's :class:`Bounds`, declared
+with :func:`ranged`, or else in :data:`DEFAULT_BOUNDS` (>= 0, ints at most 10**9): a new key is validated
+without code of its own. ``None`` of an ``Optional`` number is not checked. :func:`ranged` also bounds a
+list's length.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, Optional, TypeVar, Union
 
 import yaml
 
@@ -24,6 +32,76 @@ from dcsnas.errors import ConfigError
 from dcsnas.utils.io import atomic_write_text
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Where the numbers of a config field may lie (``ge``/``gt``: at least / above; ``le``/``lt``: at
+    most / below; None: unbounded), and for a list the ``length`` range ``(min, max)``."""
+
+    ge: Optional[float] = None
+    gt: Optional[float] = None
+    le: Optional[float] = None
+    lt: Optional[float] = None
+    length: Optional[tuple[int, int]] = None
+
+    def admits(self, x: float) -> bool:
+        return ((self.ge is None or x >= self.ge) and (self.gt is None or x > self.gt)
+                and (self.le is None or x <= self.le) and (self.lt is None or x < self.lt))
+
+    def describe(self) -> str:
+        def text(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        low = f"[{text(self.ge)}" if self.ge is not None else f"({text(self.gt)}" if self.gt is not None else None
+        high = f"{text(self.le)}]" if self.le is not None else f"{text(self.lt)})" if self.lt is not None else None
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return (">= " if low[0] == "[" else "> ") + low[1:]
+        return ("<= " if high[-1] == "]" else "< ") + high[:-1] if high else "any value"
+
+
+DEFAULT_BOUNDS = Bounds(ge=0, le=1e9)  # a number key that declares no bounds: >= 0 (and at most 10**9)
+
+
+def ranged(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+           ge: Optional[float] = None, gt: Optional[float] = None, le: Optional[float] = None,
+           lt: Optional[float] = None, length: Optional[tuple[int, int]] = None) -> Any:
+    """A dataclass field with its :class:`Bounds` (see the module docstring)."""
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"bounds": Bounds(ge, gt, le, lt, length)})
+
+
+def _numeric(tp: Any) -> bool:
+    """Whether ``tp`` is a number type, possibly in an Optional, list, tuple or dict (bounds apply)."""
+    origin = typing.get_origin(tp)
+    if tp in (int, float):
+        return True
+    if origin in (Union, types.UnionType, list, tuple, dict):
+        return any(_numeric(a) for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis)
+    return False
+
+
+def _check_bounds(value: Any, bounds: Bounds, key: str) -> None:
+    """Raise :class:`ConfigError` if a number of ``value`` (or a list's length) lies outside ``bounds``."""
+    if isinstance(value, (list, tuple)):
+        if bounds.length is not None and not bounds.length[0] <= len(value) <= bounds.length[1]:
+            n = bounds.length
+            raise ConfigError(f"config key '{key}' = {list(value)!r}: expected "
+                              f"{n[0] if n[0] == n[1] else f'{n[0]} to {n[1]}'} values")
+        for i, item in enumerate(value):
+            _check_bounds(item, bounds, f"{key}[{i}]")
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            _check_bounds(item, bounds, f"{key}.{k}")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and not bounds.admits(value):
+        kind = "an int" if isinstance(value, int) else "a number"
+        raise ConfigError(f"config key '{key}' = {value!r}: expected {kind} {bounds.describe()}")
+
+
+class _NotFinite(ConfigError):
+    """A float of the right type that is NaN or infinite (reported as such, also inside an Optional)."""
 
 
 def _type_name(tp: Any) -> str:
@@ -68,6 +146,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 continue
             try:
                 return _convert(value, arg, key)
+            except _NotFinite:
+                raise
             except ConfigError:
                 continue
         raise err
@@ -93,12 +173,19 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise err from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise err
-        return float(value)
+        else:
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond the float range
+                raise _NotFinite(f"config key '{key}' = {value!r}: expected a finite number") from None
+        if not math.isfinite(number):
+            raise _NotFinite(f"config key '{key}' = {value!r}: expected a finite number (NaN and inf are refused)")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise err
@@ -115,7 +202,11 @@ def _from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
             f"unknown config key '{prefix}{unknown[0]}'; allowed keys{' under ' + prefix[:-1] if prefix else ''}: "
             + ", ".join(sorted(fields))
         )
-    kwargs = {name: _convert(value, hints[name], prefix + name) for name, value in data.items()}
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(value, hints[name], prefix + name)
+        if _numeric(hints[name]) or fields[name].metadata.get("bounds") is not None:
+            _check_bounds(kwargs[name], fields[name].metadata.get("bounds", DEFAULT_BOUNDS), prefix + name)
     try:
         obj = cls(**kwargs)
     except ConfigError:
@@ -125,9 +216,34 @@ def _from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     return obj
 
 
+def check_key_value(cls: type, key: str, value: Any) -> Any:
+    """``value`` of the dotted ``key`` of the schema ``cls``, checked (type and bounds) as a config file's would
+    be; returns it in the schema's form. An unknown key or a bad value is a :class:`ConfigError`."""
+    node: Any = cls
+    *sections, name = key.split(".")
+    for part in sections:
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields or not dataclasses.is_dataclass(typing.get_type_hints(node)[part]):
+            raise ConfigError(f"config key '{key}': '{part}' is not a section of {cls.__name__}")
+        node = typing.get_type_hints(node)[part]
+    fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+    if name not in fields:
+        raise ConfigError(f"config key '{key}': '{name}' is not a key of {cls.__name__}")
+    tp = typing.get_type_hints(node)[name]
+    converted = _convert(value, tp, key)
+    if _numeric(tp) or fields[name].metadata.get("bounds") is not None:
+        _check_bounds(converted, fields[name].metadata.get("bounds", DEFAULT_BOUNDS), key)
+    return converted
+
+
 def from_dict(cls: type[T], data: dict) -> T:
-    """Build the schema ``cls`` from a plain mapping, checking keys and types."""
-    return _from_dict(cls, data)
+    """Build the schema ``cls`` from a plain mapping, checking keys, types and bounds; then its
+    ``check_config()`` method, if it has one (cross-key rules of a config as the user wrote it)."""
+    obj = _from_dict(cls, data)
+    check = getattr(obj, "check_config", None)
+    if callable(check):
+        check()
+    return obj
 
 
 def to_dict(cfg: Any) -> dict:
@@ -140,6 +256,82 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
+MAX_YAML_BYTES = 16 * 2**20  # the largest YAML file read (configs, search spaces, a run's config.yaml)
+MAX_YAML_ALIASES = 256  # aliases (*name) per document
+MAX_YAML_NODES = 100_000  # scalars, lists and mappings per document, each alias counted as what it expands to
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate mapping keys and more than :data:`MAX_YAML_ALIASES` aliases."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                event = self.peek_event()
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (an alias bomb?), the last "
+                                     f"at line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' entries may be overridden
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise yaml.YAMLError(f"duplicate key {key!r} at lines {seen[key]} and {line} (the second "
+                                         "would silently replace the first)")
+                seen[key] = line
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                break
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(value: Any, limit: int) -> int:
+    """The number of nodes of ``value`` with every shared (aliased) part counted each time it occurs; stops
+    counting above ``limit``. Linear in the distinct nodes: a shared part's size is computed once."""
+    sizes: dict[int, int] = {}
+
+    def size(v: Any, depth: int) -> int:
+        if depth > 200:
+            raise yaml.YAMLError("nested more than 200 levels deep")
+        if not isinstance(v, (list, dict)):
+            return 1
+        if id(v) not in sizes:
+            children = v.values() if isinstance(v, dict) else v
+            total = 1
+            for child in children:
+                total += size(child, depth + 1)
+                if total > limit:
+                    break
+            sizes[id(v)] = total
+        return sizes[id(v)]
+
+    return size(value, 0)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` safely and within bounds (no tags that build objects, no duplicate keys, at most
+    :data:`MAX_YAML_ALIASES` aliases and :data:`MAX_YAML_NODES` nodes as expanded); errors name ``source``."""
+    try:
+        data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
+        nodes = _expanded_size(data, MAX_YAML_NODES)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{source} is not valid YAML: nested too deeply") from None
+    if nodes > MAX_YAML_NODES:
+        raise ConfigError(f"{source}: more than {MAX_YAML_NODES} values once its aliases are expanded (an alias "
+                          "bomb?); write the values out")
+    return data
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``'train.lr=3.5e-4'`` -> ``(['train', 'lr'], 0.00035)``; the value is parsed as YAML."""
     if "=" not in text:
@@ -149,8 +341,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{text}': the key must be dotted names like optim.lr")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = load_yaml(raw, f"override '{text}'") if raw.strip() else ""
+    except ConfigError:
         value = raw
     return key.split("."), value
 
@@ -171,14 +363,15 @@ def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping, with errors that name the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
+        raise ConfigError(f"config file '{path}' does not exist (or is not a regular file)")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"config file '{path}' is {path.stat().st_size} bytes, more than the {MAX_YAML_BYTES} "
+                          "a config may have")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8"), f"config file '{path}'") or {}
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as "
                           "UTF-8") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}': expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -200,6 +393,8 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"config file '{path}': 'base' includes form a cycle")
     data = read_yaml(path)
     bases = data.pop("base", [])
+    if not isinstance(bases, (str, list)):
+        raise ConfigError(f"config file '{path}': 'base' must be a file name or a list of them, got {bases!r}")
     merged: dict = {}
     for base in [bases] if isinstance(bases, str) else bases:
         if not isinstance(base, str):

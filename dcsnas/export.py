@@ -15,7 +15,8 @@ ONNX operator have export formulations that compute the same numbers: CSALR's li
 (:mod:`dcsnas.utils.pooling`), the CSALR patch indicator (a gather). An operator without either is refused
 with the exporter's message naming it (:class:`ExportError`). Every export is verified: the file's
 embeddings of random inputs at two batch sizes must match PyTorch's within 1e-4 of each embedding's norm
-(:func:`check_parity`), else :class:`ExportError` and no file. TorchScript: ``torch.jit.trace`` (deprecated
+(:func:`check_parity`), else :class:`ExportError` and no file: the file is written and checked under a
+temporary name and renamed only once verified. TorchScript: ``torch.jit.trace`` (deprecated
 since torch 2.14, still shipped).
 """
 
@@ -31,8 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dcsnas.engine.inference import METADATA_KEY, load_exported, load_run_model, require
+from dcsnas.engine.inference import METADATA_KEY, load_run_model, open_exported, require
 from dcsnas.errors import ConfigError, DcsnasError
+from dcsnas.utils.io import atomic_path
 
 FORMATS = ("onnx", "torchscript")
 EXPORTERS = ("auto", "torchscript", "dynamo")  # ONNX exporters of torch.onnx.export; auto: the first shipped
@@ -108,7 +110,9 @@ def check_parity(model: nn.Module, path: str | Path, input_size: tuple[int, int]
     """Embeddings of the exported file against ``model``'s on random N(0, 1) inputs of each batch size:
     ``max_abs_diff`` and ``relative`` = max over samples of max_j |file - torch| / ||torch_i||; above
     ``tolerance`` raises :class:`ExportError`."""
-    run, _ = load_exported(path)
+    with warnings.catch_warnings():  # the file export_model has just written: trusted, no warning
+        warnings.filterwarnings("ignore", message="loading the TorchScript file")
+        run, _ = open_exported(path, trust_torchscript=True)
     generator = torch.Generator().manual_seed(seed)
     worst_abs, worst_rel = 0.0, 0.0
     for batch in batches:
@@ -131,18 +135,18 @@ def check_parity(model: nn.Module, path: str | Path, input_size: tuple[int, int]
 
 def export_checked(model: nn.Module, path: str | Path, fmt: str, metadata: dict[str, Any],
                    exporter: str = "auto") -> dict[str, Any]:
-    """:func:`export_model`, then :func:`check_parity`; a file that fails the check is removed."""
-    path = export_model(model, path, fmt, metadata, exporter)
-    try:
-        parity = check_parity(model, path, tuple(metadata["input_size"]))
-    except ExportError:
-        path.unlink(missing_ok=True)
-        raise
+    """:func:`export_model` into a temporary file beside ``path``, then :func:`check_parity` on it; only a
+    verified file is renamed to ``path`` (atomically: a killed or failed export leaves ``path`` as it was)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        export_model(model, tmp, fmt, metadata, exporter)
+        parity = check_parity(model, tmp, tuple(metadata["input_size"]))
     return {"file": str(path), "format": fmt, "parity": parity, "metadata": metadata}
 
 
 def export_run(run_path: str | Path, out: str | Path, fmt: str, checkpoint: str = "last") -> dict[str, Any]:
-    """``dcsnas export``: the run's inference model written as ``fmt`` to ``out`` and checked."""
+    """``dcsnas export``: the run's inference model written as ``fmt`` to ``out`` and checked (``out`` is
+    checked by the caller against the output-path policy, :mod:`dcsnas.utils.outpath`)."""
     if fmt == "onnx":
         require("onnx")
         require("onnxruntime")

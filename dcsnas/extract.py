@@ -18,16 +18,17 @@ from dcsnas.data.transforms import TransformConfig, build_transforms
 from dcsnas.engine.device import resolve_device
 from dcsnas.engine.inference import load_exported, load_run_model
 from dcsnas.errors import ConfigError, DataError
+from dcsnas.utils.image import read_image
 from dcsnas.utils.progress import progress
 
 ImageInput = Union[str, Path, Image.Image]
+MAX_BATCH = 4096  # images per forward
 
 
 def _read(item: ImageInput) -> Image.Image:
     if isinstance(item, Image.Image):
         return item.convert("RGB")
-    with Image.open(item) as img:  # as the data loaders read files
-        return img.convert("RGB")
+    return read_image(item)  # as the data loaders read files
 
 
 class FeatureExtractor:
@@ -41,6 +42,8 @@ class FeatureExtractor:
         flip: average with the horizontally flipped image's embedding (default: the run's ``eval.flip``).
         batch_size: images per forward (default: the run's ``data.test_batch_size``, else 64).
         show_progress: a progress bar (default: when there is more than one batch).
+        trust_torchscript: allow a TorchScript file. Loading one runs the code it holds (its dcsnas metadata
+            proves nothing): set it only for a file from a source you trust; ONNX files need no trust.
 
     Call it on one image or a list of paths / PIL images, or on a batch: a tensor ``[N, 3, H, W]`` or an
     array ``[N, H, W, 3]`` (the image libraries' layout), uint8 in 0..255 or float in [0, 1], any size.
@@ -48,7 +51,7 @@ class FeatureExtractor:
 
     def __init__(self, source: Union[str, Path], device: str = "auto", checkpoint: str = "last",
                  flip: Optional[bool] = None, batch_size: Optional[int] = None,
-                 show_progress: Optional[bool] = None):
+                 show_progress: Optional[bool] = None, trust_torchscript: bool = False):
         self.device = resolve_device(device)
         path = Path(source)
         if path.is_dir():
@@ -58,7 +61,7 @@ class FeatureExtractor:
             transforms = loaded.config.data.transforms
             default_batch = loaded.config.data.test_batch_size
         else:
-            self._forward, self.metadata = load_exported(path, str(self.device))
+            self._forward, self.metadata = load_exported(path, str(self.device), trust_torchscript)
             height, width = self.metadata["input_size"]
             transforms = TransformConfig(height=height, width=width, mean=tuple(self.metadata["mean"]),
                                          std=tuple(self.metadata["std"]))
@@ -66,8 +69,8 @@ class FeatureExtractor:
         self.transform = build_transforms(transforms, train=False)
         self.flip = self.metadata["flip"] if flip is None else bool(flip)
         self.batch_size = default_batch if batch_size is None else batch_size
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ConfigError(f"batch_size must be in [1, {MAX_BATCH}], got {self.batch_size}")
         self.show_progress = show_progress
 
     @property
@@ -112,7 +115,9 @@ class FeatureExtractor:
             for item in items:
                 try:
                     batch.append(self.transform(_read(item)))
-                except (OSError, ValueError) as exc:  # missing, truncated or not an image
+                except DataError as exc:  # missing, truncated, not an image, or out of bounds
+                    unreadable.append(str(exc).removeprefix("cannot read image "))
+                except (OSError, ValueError) as exc:  # a PIL image given in memory that cannot convert
                     unreadable.append(f"'{item}' ({exc})")
             if not unreadable:  # after the first failure, only read on to name every unreadable file
                 chunks.append(self._embed(torch.stack(batch)))

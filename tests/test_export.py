@@ -19,7 +19,7 @@ from dcsnas.cli import main
 from dcsnas.config import from_dict, save_config
 from dcsnas.engine.checkpoint import save_checkpoint
 from dcsnas.engine.config import TrainConfig
-from dcsnas.engine.inference import inference_model, load_exported
+from dcsnas.engine.inference import inference_model, load_exported, open_exported
 from dcsnas.export import ExportError, export_checked, export_model
 from dcsnas.models.builder import AttentionPlacement, ModelConfig, create_model
 from dcsnas.utils.pooling import adaptive_avg_pool2d
@@ -114,8 +114,8 @@ def test_export_matches_pytorch(tmp_path, name, fmt):
     model = build(name, tmp_path)
     report = export_checked(inference_model(model), tmp_path / f"model.{fmt}", fmt, {"input_size": list(SIZE)})
     assert report["parity"]["relative"] <= 1e-4 and report["parity"]["batch_sizes"] == [1, 3]
-    run, metadata = load_exported(tmp_path / f"model.{fmt}")
-    assert metadata == {"input_size": list(SIZE)}
+    run, metadata = open_exported(tmp_path / f"model.{fmt}", trust_torchscript=True)
+    assert json.loads(metadata) == {"input_size": list(SIZE)}
     for batch in (2, 5):  # batch sizes the export never saw
         images = torch.randn(batch, 3, *SIZE)
         with torch.no_grad():
@@ -186,7 +186,7 @@ def test_export_command_writes_checked_file_with_metadata(tmp_path, capsys):
     assert meta["std"] == [0.229, 0.224, 0.225] and meta["embedding_dim"] == 1280
     assert (meta["metric"], meta["flip"], meta["checkpoint"], meta["epoch"]) == ("cosine", True, "last", 2)
     assert main(["export", "--run", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.ts")]) == 0
-    assert load_exported(tmp_path / "m.ts")[1] == meta
+    assert load_exported(tmp_path / "m.ts", trust_torchscript=True)[1] == meta
 
 
 def test_export_refusals(tmp_path, capsys, monkeypatch):

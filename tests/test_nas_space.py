@@ -59,7 +59,7 @@ def _with(path: str, value):
     (_with("version", 2), "version = 2; this dcsnas reads version 1"),
     (_with("skeleton", "vgg"), "key 'skeleton' = 'vgg'; allowed: mobilenetv2, resnet50"),
     (_with("stages.0.width", [8]), "unknown config key 'stages[0].width'"),
-    (_with("stages.0.widths", [8, -1]), "config section 'stages[0]': widths = [8, -1]"),
+    (_with("stages.0.widths", [8, -1]), "config key 'stages[0].widths[1]' = -1: expected an int in [1, 4096]"),
     (_with("stages.0.ops", ["ir_k4_e3"]), "op 'ir_k4_e3': the kernel must be odd"),
     (_with("stages.0.ops", ["conv3x3"]), "unknown op 'conv3x3'"),
     (_with("stages.0.ops", ["skip"]), "stages[0].ops = ['skip']: block 0 of stage 's1' has no candidate op"),

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,7 +64,8 @@ def run_copy(finished_run, tmp_path) -> Path:
 def search_run(tiny_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("search") / "run"
     assert main(["search", "--config", str(SEARCH), "--set", f"data.root={tiny_data}", "--set",
-                 f"search.space={TINY_SPACE}", "--set", "optim.epochs=1", "--out", str(out), "--no-progress"]) == 0
+                 f"search.space={TINY_SPACE}", "--set", "optim.epochs=1", "--set", "search.warmup_epochs=0", "--out",
+                 str(out), "--no-progress"]) == 0
     return out
 
 
@@ -422,6 +424,26 @@ BAD_INPUTS = [
     ("train-arch-width-not-in-space", "search-space-train", "is not an option of the space"),
     ("search-into-a-finished-search", "search-again", "already holds a run"),
     ("resume-before-first-checkpoint", "no-checkpoint", "has no checkpoint yet"),
+    ("std-zero", lambda t, d: train_args(d, t / "r", "data.transforms.std=[0,1,1]"), "'data.transforms.std[0]' = 0.0"),
+    ("mean-four-values", lambda t, d: train_args(d, t / "r", "data.transforms.mean=[0.5,0.5,0.5,0.5]"),
+     "expected 3 values"),
+    ("tau-start-zero", lambda t, d: train_args(d, t / "r", "schedule.dcs_tau_start=0"),
+     "'schedule.dcs_tau_start' = 0.0"),
+    ("width-mult-negative", lambda t, d: train_args(d, t / "r", "model.width_mult=-1"), "'model.width_mult' = -1.0"),
+    ("center-lr-negative", lambda t, d: train_args(d, t / "r", "loss.center_lr=-1"), "'loss.center_lr' = -1.0"),
+    ("triplet-margin-nan", lambda t, d: train_args(d, t / "r", "loss.triplet_margin=.nan"),
+     "'loss.triplet_margin' = nan"),
+    ("pcb-parts-zero", lambda t, d: train_args(d, t / "r", "model.head=pcb", "model.pcb_parts=0"),
+     "'model.pcb_parts' = 0"),
+    ("search-warmup-not-below-epochs", lambda t, d: ["search", "--config", str(SEARCH), "--set", f"data.root={d}",
+                                                     "--set", "optim.epochs=1", "--out", str(t / "r")],
+     "search.warmup_epochs = 1 is not below optim.epochs = 1"),
+    ("camid-base-string", lambda t, d: ["data", "info", "--dataset", "folder", "--root", str(d), "--option",
+                                        "camid_base=abc"], "'camid_base' = 'abc'"),
+    ("base-not-a-file-name", lambda t, d: (t.joinpath("b.yaml").write_text("base: 3\n"),
+                                           ["train", "--config", str(t / "b.yaml")])[1], "'base' must be a file name"),
+    ("bench-batch-huge", lambda t, d: ["bench", "model", "--batch", "1000000000"], "--batch must be an integer in"),
+    ("bench-classes-huge", lambda t, d: ["bench", "model", "--num-classes", "10000000000"], "[1, 100000]"),
 ]
 
 
@@ -468,3 +490,302 @@ def test_a_diverging_loss_is_a_clean_error(tiny_data, tmp_path, capsys, monkeypa
     monkeypatch.setattr(ReIDCriterion, "forward", diverged)
     clean_error(capsys, main(train_args(tiny_data, tmp_path / "r")), "training diverged: the loss is nan")
 
+
+
+# ------------------------------------------------------------------------------------------ --force guard
+def _tree(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` (relative name -> content): what must survive a refused --force."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("target", ["cwd", "cwd-parent", "data-root", "data-parent", "config-folder", "home"])
+def test_force_never_moves_a_protected_folder(tiny_data, tmp_path, capsys, monkeypatch, target):
+    data = tmp_path / "datasets" / "tiny"
+    shutil.copytree(tiny_data, data)
+    work = tmp_path / "work" / "project"
+    (work / "configs").mkdir(parents=True)
+    config = work / "configs" / "tiny.yaml"
+    config.write_text(f"base: {TINY}\n")
+    (work / "notes.txt").write_text("mine")
+    home = tmp_path / "home"
+    (home / "thesis.tex").parent.mkdir()
+    (home / "thesis.tex").write_text("precious")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    out = {"cwd": work, "cwd-parent": work.parent, "data-root": data, "data-parent": data.parent,
+           "config-folder": config.parent, "home": home}[target]
+    before = _tree(tmp_path)
+    args = ["train", "--config", str(config), "--set", f"data.root={data}", "--out", str(out), "--force",
+            "--no-progress"]
+    clean_error(capsys, main(args), "--force refused")
+    assert _tree(tmp_path) == before and not list(tmp_path.rglob("*.replaced-*"))
+
+
+def test_force_refuses_a_folder_that_is_not_a_run_and_a_symlinked_out(tiny_data, tmp_path, capsys, run_copy):
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"not yours")
+    clean_error(capsys, main(train_args(tiny_data, other) + ["--force"]), "is not a dcsnas run directory")
+    assert _tree(other) == {"holiday.jpg": b"not yours"}
+    link = tmp_path / "link"
+    link.symlink_to(run_copy)
+    before = _tree(run_copy)
+    clean_error(capsys, main(train_args(tiny_data, link) + ["--force"]), "is a symbolic link")
+    assert _tree(run_copy) == before
+
+
+def test_force_on_an_empty_folder_and_on_a_run_still_works(tiny_data, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = tiny_config(tiny_data)
+    assert create_run_dir(empty, "train", cfg, force=True).config.is_file()
+
+
+# ------------------------------------------------------------------------------------------ other outputs
+def _features(path: Path) -> Path:
+    from dcsnas.metrics import save_features
+
+    rng = np.random.default_rng(0)
+    save_features(path, rng.normal(size=(4, 8)), rng.normal(size=(6, 8)), [1, 2, 3, 4], [1, 2, 3, 4, 5, 6],
+                  [0, 0, 0, 0], [1, 1, 1, 1, 1, 1])
+    return path
+
+
+@pytest.mark.parametrize("case", ["eval-into-run", "eval-into-checkpoints", "export-over-checkpoint",
+                                  "extract-over-metrics", "derive-over-config", "bench-over-arch"])
+def test_no_command_writes_over_a_runs_files(run_copy, tmp_path, capsys, case):
+    feats = _features(tmp_path / "f.npz")
+    args = {
+        "eval-into-run": ["eval", "--features", str(feats), "--out", str(run_copy)],
+        "eval-into-checkpoints": ["eval", "--features", str(feats), "--out", str(run_copy / "checkpoints")],
+        "export-over-checkpoint": ["export", "--run", str(run_copy), "--format", "onnx", "--out",
+                                   str(run_copy / "checkpoints" / "last.pt"), "--force"],
+        "extract-over-metrics": ["extract", "--run", str(run_copy), "--images", str(tmp_path), "--out",
+                                 str(run_copy / "metrics.json"), "--force"],
+        "derive-over-config": ["derive", str(run_copy), "--out", str(run_copy / "config.yaml"), "--force"],
+        "bench-over-arch": ["bench", "model", "--out", str(run_copy / "arch.json"), "--force"],
+    }[case]
+    before = _tree(run_copy)
+    clean_error(capsys, main(args), "run directory")
+    assert _tree(run_copy) == before
+
+
+def test_an_existing_output_file_needs_force(tmp_path, capsys):
+    feats = _features(tmp_path / "f.npz")
+    out = tmp_path / "eval"
+    assert main(["eval", "--features", str(feats), "--out", str(out)]) == 0
+    capsys.readouterr()
+    (out / "metrics.json").write_text("{}")
+    clean_error(capsys, main(["eval", "--features", str(feats), "--out", str(out)]), "pass --force")
+    assert (out / "metrics.json").read_text() == "{}"
+    assert main(["eval", "--features", str(feats), "--out", str(out), "--force"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["num_queries"] == 4
+    capsys.readouterr()
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    clean_error(capsys, main(["bench", "model", "--out", str(fifo), "--force"]), "not a regular file")
+
+
+def test_a_killed_export_leaves_no_file(run_copy, tmp_path, monkeypatch):
+    import dcsnas.export as export
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "check_parity", killed)
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--run", str(run_copy), "--format", "onnx", "--out", str(out)]) == 130
+    assert list(tmp_path.iterdir()) == [run_copy]  # neither the file nor a temporary one
+
+
+def test_a_killed_figure_leaves_no_file(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from dcsnas.utils.io import atomic_savefig
+
+    fig = plt.figure()
+    fig.savefig = lambda fh, **kw: (fh.write(b"\x89PNG half"), (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        atomic_savefig(fig, tmp_path / "cmc.png")
+    plt.close(fig)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ model files
+def _torchscript_file(path: Path, metadata: dict) -> Path:
+    traced = torch.jit.trace(torch.nn.Flatten(), torch.zeros(1, 3, 4, 4))
+    torch.jit.save(traced, str(path), _extra_files={"dcsnas": json.dumps(metadata)})
+    return path
+
+
+GOOD_METADATA = {"input_size": [8, 4], "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2], "embedding_dim": 96,
+                 "flip": False}
+
+
+def test_torchscript_is_never_loaded_without_trust(tmp_path, capsys, monkeypatch):
+    import dcsnas
+
+    path = _torchscript_file(tmp_path / "model.pt", GOOD_METADATA)
+    loads = []
+    original = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(a) or original(*a, **k))
+    with pytest.raises(dcsnas.errors.ConfigError, match="runs the code it holds"):
+        dcsnas.FeatureExtractor(path, device="cpu")
+    (tmp_path / "images").mkdir()
+    clean_error(capsys, main(["extract", "--model", str(path), "--images", str(tmp_path / "images"), "--out",
+                              str(tmp_path / "f.npz")]), "--trust-torchscript")
+    assert loads == []
+    with pytest.warns(UserWarning, match="runs the code it holds"):
+        extractor = dcsnas.FeatureExtractor(path, device="cpu", trust_torchscript=True)
+    assert loads and extractor.embedding_dim == 96
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("input_size", [100000, 100000], "input_size"), ("input_size", [8.5, 4], "input_size"),
+    ("input_size", "big", "input_size"), ("mean", [0.5, 0.5], "mean"), ("std", [0.2, 0.0, 0.2], "std"),
+    ("std", [float("nan")] * 3, "std"), ("embedding_dim", 10**9, "embedding_dim"),
+    ("embedding_dim", True, "embedding_dim"),
+    ("flip", "yes", "flip"), ("input_size", None, "input_size")])
+def test_exported_metadata_is_checked(tmp_path, key, value, message):
+    from dcsnas.engine.inference import check_metadata
+    from dcsnas.errors import ConfigError
+
+    meta = {**GOOD_METADATA, key: value}
+    with pytest.raises(ConfigError, match=f"metadata '{message}'"):
+        check_metadata(json.dumps(meta), "m.onnx")
+    for text in ("not json", "[1, 2]", "[" * 100000):
+        with pytest.raises(ConfigError, match="m.onnx"):
+            check_metadata(text, "m.onnx")
+    assert check_metadata(json.dumps(GOOD_METADATA), "m.onnx") == GOOD_METADATA
+
+
+# ------------------------------------------------------------------------------------------ resources
+def test_yaml_alias_bomb_and_duplicate_keys_are_refused(tiny_data, tmp_path, capsys, run_copy):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(9))
+    (tmp_path / "bomb.yaml").write_text(f"base: {TINY}\n{bomb}")
+    start = time.monotonic()
+    clean_error(capsys, main(["train", "--config", str(tmp_path / "bomb.yaml"), "--out", str(tmp_path / "r")]),
+                "alias")
+    assert time.monotonic() - start < 30  # 10**10 values once expanded: refused, not formatted
+    (run_copy / "config.yaml").write_text(bomb)
+    clean_error(capsys, main(["eval", "--run", str(run_copy)]), "alias")
+    (tmp_path / "dup.yaml").write_text(f"base: {TINY}\noptim:\n  lr: 0.1\nseed: 1\noptim:\n  epochs: 3\n")
+    clean_error(capsys, main(["train", "--config", str(tmp_path / "dup.yaml"), "--out", str(tmp_path / "r")]),
+                "duplicate key 'optim' at lines 2 and 5")
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A 100-byte PNG whose header claims ``width`` × ``height`` 8-bit RGB pixels (one row of data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def test_image_bombs_pipes_and_16_bit_images(tmp_path):
+    from PIL import Image
+
+    from dcsnas.errors import DataError
+    from dcsnas.utils.image import read_image
+
+    (tmp_path / "bomb.png").write_bytes(_png_header(100000, 100000))
+    with pytest.raises(DataError, match=r"bomb.png.*10000000000 pixels"):
+        read_image(tmp_path / "bomb.png")
+    Image.new("L", (5000, 4000)).save(tmp_path / "big.png")  # 2e7 pixels: over the bound, under PIL's own
+    with pytest.raises(DataError, match=r"big.png.*5000x4000"):
+        read_image(tmp_path / "big.png")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("read_image blocked")))
+    signal.alarm(10)
+    try:
+        with pytest.raises(DataError, match="pipe.jpg.*not a regular file"):
+            read_image(tmp_path / "pipe.jpg")
+    finally:
+        signal.alarm(0)
+    Image.fromarray(np.full((4, 3), 32768, dtype=np.uint16)).save(tmp_path / "grey16.png")
+    assert np.asarray(read_image(tmp_path / "grey16.png")).tolist() == [[[128] * 3] * 3] * 4  # 32768 / 257
+
+
+def test_a_features_file_that_claims_huge_arrays_is_refused_before_allocating(tmp_path):
+    import io
+    import zipfile
+
+    from dcsnas.errors import DataError
+    from dcsnas.metrics import load_features
+
+    path = _features(tmp_path / "f.npz")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (100000, 100000)})
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("huge.npy", header.getvalue() + b"\0" * 64)
+    with pytest.raises(DataError, match=r"huge.npy claims \(100000, 100000\)"):
+        load_features(path)
+
+
+def test_compare_reads_metrics_json_by_its_schema_and_warns_of_a_run_being_written(run_copy, tmp_path):
+    from dcsnas.compare.runs import load_run
+    from dcsnas.errors import ConfigError
+
+    metrics = json.loads((run_copy / "metrics.json").read_text())
+    (run_copy / "metrics.json").write_text(json.dumps({**metrics, "num_classes": 10**10}))
+    with pytest.raises(ConfigError, match="'num_classes' = 10000000000: expected an int in"):
+        load_run(run_copy)
+    (run_copy / "metrics.json").write_text(json.dumps({**metrics, "test": {**metrics["test"], "mAP": "abc"}}))
+    with pytest.raises(ConfigError, match="'test.mAP': expected float"):
+        load_run(run_copy)
+    (run_copy / "metrics.json").write_text(json.dumps(metrics))
+    holder = _hold_lock(run_copy)
+    try:
+        with pytest.warns(UserWarning, match=f"is being written by process {holder.pid}"):
+            load_run(run_copy)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ------------------------------------------------------------------------------------------ OS errors
+def test_read_only_output_is_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
+    import errno
+    import tempfile
+
+    feats = _features(tmp_path / "f.npz")
+
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(dir))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    err = clean_error(capsys, main(["eval", "--features", str(feats), "--out", str(tmp_path / "ro")]),
+                      "Read-only file system")
+    assert str(tmp_path / "ro") in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_full_disk_names_the_cause_and_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    import contextlib
+    import errno
+
+    import dcsnas.utils.io as io_module
+
+    path = tmp_path / "last.pt"
+    io_module.atomic_torch_save({"w": torch.ones(3)}, path)
+
+    class Full:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(io_module, "atomic_open", lambda *a, **k: contextlib.nullcontext(Full()))
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        io_module.atomic_torch_save({"w": torch.zeros(10000)}, path)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))

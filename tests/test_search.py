@@ -197,7 +197,7 @@ def test_splits_for_the_search():
     (["search.cost.kind=hinge"], "config section 'search.cost': kind = 'hinge' needs target_mflops"),
     (["search.space=/no/such/space.yaml"], "config file '/no/such/space.yaml' does not exist"),
     (["search.mode=fast"], "config key 'search.mode': expected one of 'soft', 'hard'"),
-    (["search.bn_recalibration_batches=-1"], "bn_recalibration_batches must be >= 0 (0: off), got -1"),
+    (["search.bn_recalibration_batches=-1"], "config key 'search.bn_recalibration_batches' = -1: expected an int"),
     (["data.p=13"], "data.p × data.k = 13×2 yields no batch on the weight split of the search"),
 ])
 def test_bad_search_config_exits_2_naming_the_key(tiny_data, tmp_path, capsys, overrides, message):

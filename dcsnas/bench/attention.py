@@ -46,6 +46,7 @@ from dcsnas.attention.landmarks import landmark_grid
 from dcsnas.attention.registry import create_attention
 from dcsnas.bench.memory import peak_memory
 from dcsnas.data.synthetic import TRAIN_DIR, generate
+from dcsnas.utils.io import atomic_savefig
 
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "sa_sdpa": ("sa", {}),
@@ -250,7 +251,7 @@ def visualize(
         for ax in (ax_img, ax_sa, ax_lr):
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 

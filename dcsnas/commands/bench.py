@@ -10,6 +10,8 @@ import argparse
 from dcsnas.commands import print_json
 from dcsnas.errors import ConfigError
 
+LIMITS = {"batch": 4096, "num_classes": 100_000, "repeats": 100_000}  # the largest value of each flag (else 1024)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="benchmarks printed as JSON", description="Benchmarks printed as JSON.")
@@ -34,18 +36,23 @@ def _register_attention(targets: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="only the 384x128 layer1 shape and fewer landmark counts")
     p.add_argument("--out", metavar="FILE", help="also write the JSON to FILE")
     p.add_argument("--visualize", metavar="PNG", help="write SA vs CSALR attention maps for a few query points")
+    p.add_argument("--force", action="store_true", help="replace existing --out/--visualize files")
     p.set_defaults(func=_run_attention)
 
 
 def _run_attention(args: argparse.Namespace) -> int:
     for name in ("batch", "repeats", "threads", "rounds"):
         value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name} must be a positive integer, got {value}")
+        if value is not None and not 1 <= value <= LIMITS.get(name, 1024):
+            raise ConfigError(f"--{name} must be an integer in [1, {LIMITS.get(name, 1024)}], got {value}")
     from dcsnas.bench.attention import run_benchmark
     from dcsnas.engine.device import resolve_device
     from dcsnas.utils.io import atomic_write_json
+    from dcsnas.utils.outpath import check_output_file
 
+    for path in (args.out, args.visualize):
+        if path:
+            check_output_file(path, args.force)
     device = str(resolve_device(args.device))
     result = run_benchmark(device, args.batch, args.repeats, args.quick, args.threads, args.rounds, args.visualize)
     if args.out:
@@ -74,13 +81,15 @@ def _register_model(targets: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed forwards or steps (default: 20)")
     p.add_argument("--train", action="store_true", help="measure training steps instead of inference")
     p.add_argument("--out", metavar="FILE", help="also write the JSON to FILE")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_run_model)
 
 
 def _run_model(args: argparse.Namespace) -> int:
-    for name in ("batch", "num_classes", "repeats"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    for name, limit in LIMITS.items():
+        if not 1 <= getattr(args, name) <= limit:
+            raise ConfigError(f"--{name.replace('_', '-')} must be an integer in [1, {limit}], got "
+                              f"{getattr(args, name)}")
     import torch
 
     from dcsnas.bench.model import profile_model, train_throughput
@@ -90,7 +99,10 @@ def _run_model(args: argparse.Namespace) -> int:
     from dcsnas.models.builder import create_model
     from dcsnas.nas.arch import load_arch_in_space
     from dcsnas.utils.io import atomic_write_json
+    from dcsnas.utils.outpath import check_output_file
 
+    if args.out:
+        check_output_file(args.out, args.force)
     extra = []
     if args.arch:  # the arch's own input size, unless --set overrides it
         height, width = load_arch_in_space(args.arch).input_size

@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories of dcsnas train or retrain")
     p.add_argument("--out", metavar="DIR", help="write compare.csv, compare.json and the PNG figures here")
+    p.add_argument("--force", action="store_true", help="replace existing compare.csv/compare.json/figures in --out")
     p.add_argument("--device", default="auto",
                    help="where latency and memory are measured: cpu; cuda or cuda:N (CPU too); auto (default: "
                         "CPU, plus CUDA when present)")
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.warmup < 0:
         raise ConfigError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
     from dcsnas.compare import compare_runs
+    from dcsnas.utils.outpath import check_output_dir
+
+    if args.out:
+        check_output_dir(args.out, ["compare.csv", "compare.json", "map_vs_flops.png", "cmc.png"], args.force)
 
     report = compare_runs(args.runs, args.out, _devices(args.device), args.repeats, args.warmup, args.latency,
                           args.paired)

@@ -13,6 +13,7 @@ def register(subparsers) -> None:
     parser.add_argument("--checkpoint", default="last", choices=("last", "best"),
                         help="the search checkpoint to derive from (default: last)")
     parser.add_argument("--out", metavar="FILE", help="where to write it (default: RUN/arch.json)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     parser.set_defaults(func=run)
 
 
@@ -26,7 +27,10 @@ def run(args: argparse.Namespace) -> None:
     from dcsnas.nas.cost import cached_costs
     from dcsnas.nas.distribution import ArchDistribution
     from dcsnas.nas.search import COST_FILE, run_space, search_info
+    from dcsnas.utils.outpath import check_output_file
 
+    if args.out:
+        check_output_file(args.out, args.force)
     run_dir = open_run_dir(args.run)
     space = run_space(run_dir)
     cfg = from_dict(SearchConfig, run_dir.saved_config())

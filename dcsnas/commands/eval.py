@@ -44,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, metavar="N", help="queries evaluated at a time (default: automatic)")
     p.add_argument("--visualize", type=int, metavar="K", help="write a PNG rank list (query + top K) per query")
     p.add_argument("--vis-queries", type=int, metavar="N", help="draw only the first N queries (default: all)")
-    p.add_argument("--out", metavar="DIR", help="folder for metrics.json and the rank lists (ranks/)")
+    p.add_argument("--out", metavar="DIR", help="folder for metrics.json and the rank lists (ranks/); not a run "
+                   "directory")
+    p.add_argument("--force", action="store_true", help="replace an existing metrics.json in --out")
     p.set_defaults(func=run)
 
 
@@ -72,6 +74,10 @@ def _refuse_search_run(path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
+    if args.out:
+        from dcsnas.utils.outpath import check_output_dir
+
+        check_output_dir(args.out, ["metrics.json"], args.force)
     from dcsnas.metrics import evaluate_features, load_features, save_rank_lists, summarize
     from dcsnas.utils.io import atomic_write_json
 

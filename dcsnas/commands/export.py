@@ -24,6 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="default: last")
     p.add_argument("--format", required=True, choices=tuple(SUFFIXES), help="onnx or torchscript")
     p.add_argument("--out", metavar="FILE", help="output file (default: DIR/model.onnx or DIR/model.pt)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
 
 
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dcsnas.export import export_run
+    from dcsnas.utils.outpath import check_output_file
 
-    out = args.out or Path(args.run) / f"model{SUFFIXES[args.format]}"
+    out = check_output_file(args.out or Path(args.run) / f"model{SUFFIXES[args.format]}", args.force)
     print_json(export_run(args.run, out, args.format, args.checkpoint))
     return 0

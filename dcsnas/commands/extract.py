@@ -29,6 +29,10 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, metavar="N", help="images per forward")
     p.add_argument("--pattern", help="file-name regex with groups (?P<pid>...) and (?P<camid>...)")
+    p.add_argument("--trust-torchscript", action="store_true",
+                   help="allow a TorchScript --model: loading one runs the code it holds, so only for a file from a "
+                        "source you trust (ONNX files need no trust)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
 
@@ -69,14 +73,17 @@ def run(args: argparse.Namespace) -> int:
     from dcsnas.extract import FeatureExtractor
     from dcsnas.metrics import save_features
     from dcsnas.utils.io import atomic_open
+    from dcsnas.utils.outpath import check_output_file
 
     if bool(args.images) == bool(args.query or args.gallery) or bool(args.query) != bool(args.gallery):
         raise ConfigError("give either --images FOLDER or both --query FOLDER and --gallery FOLDER")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.batch_size is not None and not 1 <= args.batch_size <= 4096:
+        raise ConfigError(f"--batch-size must be an integer in [1, 4096], got {args.batch_size}")
+    check_output_file(args.out, args.force)
     pattern, camid_base = _naming(args)
     regex = compile_pattern(pattern)
-    extractor = FeatureExtractor(args.run or args.model, args.device, args.checkpoint, args.flip, args.batch_size)
+    extractor = FeatureExtractor(args.run or args.model, args.device, args.checkpoint, args.flip, args.batch_size,
+                                 trust_torchscript=args.trust_torchscript)
     report = {"source": args.run or args.model, "out": args.out, "flip": extractor.flip,
               "embedding_dim": extractor.embedding_dim}
     if args.images:

@@ -45,7 +45,7 @@ def prepare_run(args: argparse.Namespace, command: str, schema=None, extra_overr
         run = open_run_dir(args.out)
         lock_run_dir(run)
         return cfg, run
-    return cfg, create_run_dir(args.out, command, cfg, force=args.force)
+    return cfg, create_run_dir(args.out, command, cfg, force=args.force, config_file=args.config)
 
 
 def train_and_report(trainer, resume: bool) -> None:

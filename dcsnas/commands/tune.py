@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(TuneConfig, args.config, args.overrides)
     from dcsnas.nni.tune import run_tune  # needs NNI: after the config is checked
 
-    run_dir = create_run_dir(args.out, "tune", cfg, force=args.force)
+    run_dir = create_run_dir(args.out, "tune", cfg, force=args.force, config_file=args.config)
     summary = run_tune(cfg, run_dir)
     print_json({"run": str(run_dir.path), "best": summary["best"], "num_trials": summary["num_trials"],
                 "num_succeeded": summary["num_succeeded"]})

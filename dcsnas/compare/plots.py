@@ -12,6 +12,7 @@ from dcsnas.compare.runs import attention_label
 from dcsnas.compare.table import si
 from dcsnas.models.arch import CONV_HEAD, RESNET50_CHANNELS, STEM, Arch, MobileNetV2Arch
 from dcsnas.models.blocks import SKIP, parse_op
+from dcsnas.utils.io import atomic_savefig
 
 DPI = 130
 KIND_MARKERS = {"fixed": "o", "searched": "^"}
@@ -77,7 +78,7 @@ def plot_pareto(rows: Sequence[dict[str, Any]], front: Sequence[int], path: str 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    atomic_savefig(fig, path, dpi=DPI)
     plt.close(fig)
 
 
@@ -97,7 +98,7 @@ def plot_cmc(curves: dict[str, Sequence[float]], path: str | Path, title: str, m
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    atomic_savefig(fig, path, dpi=DPI)
     plt.close(fig)
 
 
@@ -179,5 +180,5 @@ def plot_arch(arch: Arch, path: str | Path, title: str) -> None:
     ax.set_title(f"{title}\n{arch.skeleton} skeleton, space '{arch.space}': {si(arch.flops)} FLOPs at "
                  f"{height}x{width}, {si(arch.params)} params (backbone + attention), as searched", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    atomic_savefig(fig, path, dpi=DPI)
     plt.close(fig)

@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from dcsnas.config import from_dict
+from dcsnas.config import from_dict, ranged
 from dcsnas.engine.config import TrainConfig
-from dcsnas.engine.rundir import open_run_dir
+from dcsnas.engine.rundir import lock_holder, open_run_dir
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import Arch
 from dcsnas.models.builder import ModelConfig
@@ -24,6 +24,29 @@ from dcsnas.utils.io import read_json
 REQUIRED_METRICS = ("dataset", "protocol", "epochs", "num_classes", "train_time_s", "test")
 REQUIRED_TEST = ("mAP", "mINP", "rank-1", "cmc")
 EVAL_KEYS = ("metric", "flip", "rerank")
+MAX_CLASSES = 100_000  # identities of a classifier rebuilt from a metrics.json (MSMT17 has 1041)
+
+
+@dataclass
+class _TestMetrics:
+    """The test-split figures compare reads from a metrics.json (fractions in [0, 1])."""
+
+    mAP: float = ranged(ge=0, le=1)
+    mINP: float = ranged(ge=0, le=1)
+    cmc: list[float] = ranged(ge=0, le=1, length=(1, 10_000))
+    rank_1: float = ranged(ge=0, le=1)
+
+
+@dataclass
+class _RunMetrics:
+    """The keys of a run's metrics.json that compare reads, with their types and ranges."""
+
+    dataset: str
+    protocol: str
+    test: _TestMetrics
+    epochs: int = ranged(ge=0, le=1_000_000)
+    num_classes: int = ranged(ge=1, le=MAX_CLASSES)
+    train_time_s: float = ranged(ge=0)
 
 
 def attention_label(name: str, options: dict[str, Any]) -> str:
@@ -81,6 +104,12 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     missing += [f"test.{k}" for k in REQUIRED_TEST if not isinstance(test, dict) or k not in test]
     if missing:
         raise ConfigError(f"'{file}' lacks {', '.join(missing)}: not the metrics of dcsnas train/retrain")
+    read = {k: metrics[k] for k in REQUIRED_METRICS}
+    read["test"] = {k.replace("-", "_"): test[k] for k in REQUIRED_TEST}
+    try:
+        from_dict(_RunMetrics, read)
+    except ConfigError as exc:
+        raise ConfigError(f"'{file}': {str(exc).replace('rank_1', 'rank-1')}") from None
     return metrics
 
 
@@ -97,6 +126,10 @@ def load_run(path: str | Path) -> CompareRun:
     except ConfigError as exc:
         raise ConfigError(f"run '{run.path}': {run.config.name}: {exc}") from None
     metrics = _read_metrics(run.path)
+    holder = lock_holder(run)
+    if holder is not None:
+        warnings.warn(f"run '{run.path}' is being written by {holder} (a training or a --resume): its metrics.json "
+                      "may be replaced before long")
     arch_path = None
     if cfg.model.backbone == "searched":
         candidates = [run.arch] + ([Path(cfg.model.arch)] if cfg.model.arch else [])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dcsnas.config import ranged
 from dcsnas.data.registry import build_dataset
 from dcsnas.data.transforms import TransformConfig
 
@@ -18,10 +19,10 @@ class DataConfig:
     root: str = "data/synthetic-small"
     options: dict[str, Any] = field(default_factory=dict)
     transforms: TransformConfig = field(default_factory=TransformConfig)
-    p: int = 16
-    k: int = 4
-    test_batch_size: int = 128
-    num_workers: int = 2
+    p: int = ranged(16, ge=1, le=4096)
+    k: int = ranged(4, ge=1, le=1024)
+    test_batch_size: int = ranged(128, ge=1, le=65536)
+    num_workers: int = ranged(2, ge=0, le=256)
 
     def __post_init__(self) -> None:
         for name in ("p", "k", "test_batch_size"):

@@ -94,6 +94,13 @@ def load_folder_dataset(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data root '{root}' does not exist or is not a folder")
+    for key, value in (("pattern", pattern), ("train_dir", train_dir), ("query_dir", query_dir),
+                       ("gallery_dir", gallery_dir)):
+        if not isinstance(value, str):
+            raise ConfigError(f"data set option '{key}' = {value!r}: expected a string")
+    if isinstance(camid_base, bool) or not isinstance(camid_base, int) or not 0 <= camid_base <= 1000:
+        raise ConfigError(f"data set option 'camid_base' = {camid_base!r}: expected an int in [0, 1000] (the first "
+                          "camera's id in the file names)")
     regex = compile_pattern(pattern)
     junk, distractors = set(pid_list("junk_pids", junk_pids)), frozenset(pid_list("distractor_pids", distractor_pids))
     splits = {}

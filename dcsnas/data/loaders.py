@@ -13,12 +13,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dcsnas.data.base import ImageRecord
 from dcsnas.data.sampler import IdentityBatchSampler
-from dcsnas.errors import DataError
+from dcsnas.utils.image import read_image
 from dcsnas.utils.seed import worker_init_fn
 
 
@@ -34,12 +33,7 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int):
         record = self.records[index]
-        try:
-            with Image.open(record.path) as img:
-                image = img.convert("RGB")
-        except (OSError, ValueError) as exc:  # missing, truncated or not an image (PIL raises both)
-            raise DataError(f"cannot read image '{record.path}': {exc}") from None
-        return self.transform(image), record.pid, record.camid, index
+        return self.transform(read_image(record.path)), record.pid, record.camid, index
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dcsnas.config import ranged
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -12,13 +14,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class TransformConfig:
     """Input size in pixels (height, width) and augmentation probabilities."""
 
-    height: int = 256
-    width: int = 128
-    flip_p: float = 0.5
-    pad: int = 10
-    erasing_p: float = 0.5
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
+    height: int = ranged(256, ge=1, le=4096)
+    width: int = ranged(128, ge=1, le=4096)
+    flip_p: float = ranged(0.5, ge=0, le=1)
+    pad: int = ranged(10, ge=0, le=1024)
+    erasing_p: float = ranged(0.5, ge=0, le=1)
+    mean: tuple[float, ...] = ranged(IMAGENET_MEAN, ge=0, le=1, length=(3, 3))
+    std: tuple[float, ...] = ranged(IMAGENET_STD, gt=0, le=1000, length=(3, 3))
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:

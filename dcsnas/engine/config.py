@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dcsnas.config import ranged
 from dcsnas.data.config import DataConfig
 from dcsnas.engine.optim import OptimConfig
 from dcsnas.errors import ConfigError
@@ -28,10 +28,10 @@ class EvalConfig:
     flip: bool = False
     rerank: bool = False
     metric: Literal["euclidean", "cosine"] = "euclidean"
-    max_rank: int = 50
+    max_rank: int = ranged(50, ge=1)
     val_identities: int = 0
     protocol: Literal["market", "cuhk03"] = "market"
-    protocol_seed: int = 0
+    protocol_seed: int = ranged(0, ge=0, le=2**32 - 1)
 
 
 @dataclass
@@ -41,48 +41,27 @@ class ScheduleConfig:
     pools with refined part pooling; for its first ``rpp_classifier_epochs`` only the part classifier trains.
     RPP needs ``model.head: pcb`` (any other head is a config error)."""
 
-    dcs_tau_start: float = 1.0
-    dcs_tau_end: float = 0.1
-    rpp_start_epoch: int = -1
+    dcs_tau_start: float = ranged(1.0, gt=0)
+    dcs_tau_end: float = ranged(0.1, gt=0)
+    rpp_start_epoch: int = ranged(-1, ge=-1)
     rpp_classifier_epochs: int = 10
-
-
-def check_run_settings(cfg: "RunConfig") -> None:
-    """Range checks of the runtime and optimizer keys, as :class:`ConfigError` naming the key."""
-    optim = cfg.optim
-    for key, value in (("optim.lr", optim.lr), ("optim.weight_decay", optim.weight_decay),
-                       ("optim.momentum", optim.momentum), ("optim.backbone_lr_mult", optim.backbone_lr_mult),
-                       ("optim.warmup_factor", optim.warmup_factor), ("optim.gamma", optim.gamma)):
-        if not math.isfinite(value) or value < 0 or (key == "optim.lr" and value == 0):
-            raise ConfigError(f"config key '{key}' = {value}: expected a finite number "
-                              f"{'> 0' if key == 'optim.lr' else '>= 0'}")
-    if optim.warmup_epochs < 0:
-        raise ConfigError(f"config key 'optim.warmup_epochs' = {optim.warmup_epochs}: expected an int >= 0")
-    if any(m < 0 for m in optim.milestones):
-        raise ConfigError(f"config key 'optim.milestones' = {optim.milestones}: expected epochs >= 0")
-    if not 0 <= cfg.seed < 2**32:
-        raise ConfigError(f"config key 'seed' = {cfg.seed}: expected an int in [0, 2**32)")
-    if cfg.log_every < 1:
-        raise ConfigError(f"config key 'log_every' = {cfg.log_every}: expected an int >= 1 (steps between "
-                          "TensorBoard points)")
-    if cfg.threads < 0:
-        raise ConfigError(f"config key 'threads' = {cfg.threads}: expected an int >= 0 (0: torch's default)")
 
 
 @dataclass
 class RunConfig:
     """What every training-like run has (``train``, ``retrain``, ``search``): the runtime settings, data,
-    losses, optimizer, evaluation and schedules. ``threads`` > 0 sets torch's CPU threads (0: torch's
-    default, the machine's cores): CPU results are bit-identical only at the same thread count, so configs
-    whose figures are quoted (the demo's) fix it."""
+    losses, optimizer, evaluation and schedules; each number's range is declared on its field
+    (:func:`~dcsnas.config.ranged`, checked when the config is read). ``threads`` > 0 sets torch's CPU
+    threads (0: torch's default, the machine's cores): CPU results are bit-identical only at the same thread
+    count, so configs whose figures are quoted (the demo's) fix it."""
 
-    seed: int = 0
+    seed: int = ranged(0, ge=0, le=2**32 - 1)
     device: str = "auto"
     amp: bool = True
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     channels_last: bool = True
-    log_every: int = 20
-    threads: int = 0
+    log_every: int = ranged(20, ge=1)
+    threads: int = ranged(0, ge=0, le=1024)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -90,7 +69,6 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def __post_init__(self) -> None:
-        check_run_settings(self)
         start = self.loss.ib_start_epoch(self.optim.epochs)
         if self.loss.ib_weight > 0 and start >= self.optim.epochs:
             raise ConfigError(f"loss.ib_warmup_epochs = {start} is not before optim.epochs = {self.optim.epochs}: "

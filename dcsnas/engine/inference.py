@@ -11,6 +11,7 @@ import copy
 import importlib
 import importlib.metadata
 import json
+import math
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -112,14 +113,72 @@ def load_run_model(run_path: str | Path, checkpoint: str = "last", finished: boo
     return RunModel(model, cfg, metadata)
 
 
-def load_exported(path: str | Path, device: str = "cpu") -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
+MAX_INPUT_SIDE = 4096  # pixels: the largest input height or width an exported file may ask for
+MAX_EMBEDDING_DIM = 65536
+TRUST_HINT = ("loading a TorchScript file runs the code it holds: load it only from a source you trust, with "
+              "--trust-torchscript (FeatureExtractor(..., trust_torchscript=True)), or use an ONNX export")
+
+
+def check_metadata(text: str, path: str | Path) -> dict[str, Any]:
+    """The dcsnas metadata of an exported file (JSON ``text``), checked: ``input_size`` two ints in
+    [1, :data:`MAX_INPUT_SIDE`], ``mean``/``std`` three finite numbers (std > 0), ``embedding_dim`` in
+    [1, :data:`MAX_EMBEDDING_DIM`], ``flip`` a bool; otherwise a :class:`ConfigError` naming the file and key."""
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(f"'{path}': its dcsnas metadata is not valid JSON ({exc})") from None
+
+    def bad(key: str, expected: str) -> ConfigError:
+        got = meta.get(key, "missing") if isinstance(meta, dict) else "missing"
+        return ConfigError(f"'{path}': metadata '{key}' = {str(got)[:80]!s}: expected {expected}")
+
+    if not isinstance(meta, dict):
+        raise ConfigError(f"'{path}': its dcsnas metadata is not a JSON object")
+
+    def numbers(key: str, n: int, low: float, high: float, low_open: bool = False) -> list:
+        value = meta.get(key)
+        ok = isinstance(value, list) and len(value) == n and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+            and not (low_open and v == low) for v in value)
+        if not ok:
+            raise bad(key, f"a list of {n} numbers in {'(' if low_open else '['}{low:g}, {high:g}]")
+        return value
+
+    numbers("input_size", 2, 1, MAX_INPUT_SIDE)
+    if not all(isinstance(v, int) for v in meta["input_size"]):
+        raise bad("input_size", f"two ints in [1, {MAX_INPUT_SIDE}]")
+    numbers("mean", 3, -1e3, 1e3)
+    numbers("std", 3, 0, 1e3, low_open=True)
+    dim = meta.get("embedding_dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= MAX_EMBEDDING_DIM:
+        raise bad("embedding_dim", f"an int in [1, {MAX_EMBEDDING_DIM}]")
+    if not isinstance(meta.get("flip", False), bool):
+        raise bad("flip", "true or false")
+    return meta
+
+
+def load_exported(path: str | Path, device: str = "cpu", trust_torchscript: bool = False,
+                  ) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
     """An exported file as ``(run, metadata)``: ``run(images)`` maps a float32 tensor [N, 3, H, W] to the
     embeddings [N, D] (a CPU tensor for ONNX, on ``device`` for TorchScript). The format is read from
-    the file (TorchScript files are zip archives), not from its name."""
+    the file (TorchScript files are zip archives), not from its name; the metadata is checked
+    (:func:`check_metadata`). TorchScript runs code by design (its metadata is a forgeable extra file): it
+    is loaded only with ``trust_torchscript`` (and a warning), else :class:`ConfigError`."""
+    run, text = open_exported(path, device, trust_torchscript)
+    return run, check_metadata(text, path)
+
+
+def open_exported(path: str | Path, device: str = "cpu", trust_torchscript: bool = False,
+                  ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """:func:`load_exported` with the metadata as its unchecked JSON text (for the parity check of a file
+    just written, whose metadata may be partial)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"exported model '{path}' does not exist")
+        raise ConfigError(f"exported model '{path}' does not exist (or is not a regular file)")
     if zipfile.is_zipfile(path):
+        if not trust_torchscript:
+            raise ConfigError(f"'{path}' is a TorchScript file, refused: {TRUST_HINT}")
+        warnings.warn(f"loading the TorchScript file '{path}' (trusted by the caller): it runs the code it holds")
         files = {METADATA_KEY: ""}
         try:
             with warnings.catch_warnings():  # torch.jit is deprecated since torch 2.14, still the format asked for
@@ -129,7 +188,7 @@ def load_exported(path: str | Path, device: str = "cpu") -> tuple[Callable[[torc
             raise ConfigError(f"'{path}' is not a TorchScript model: {str(exc).splitlines()[0]}") from None
         if not files[METADATA_KEY]:
             raise ConfigError(f"'{path}' is a TorchScript file without dcsnas metadata: not written by dcsnas export")
-        return (lambda images: module(images.to(device))), json.loads(files[METADATA_KEY])
+        return (lambda images: module(images.to(device))), files[METADATA_KEY]
     ort = require("onnxruntime")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else \
         ["CPUExecutionProvider"]
@@ -141,9 +200,17 @@ def load_exported(path: str | Path, device: str = "cpu") -> tuple[Callable[[torc
     meta = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in meta:
         raise ConfigError(f"'{path}' is an ONNX file without dcsnas metadata: not written by dcsnas export")
+    names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    if "images" not in names[0] or "embeddings" not in names[1]:
+        raise ConfigError(f"'{path}': expected an ONNX graph with input 'images' and output 'embeddings', got inputs "
+                          f"{names[0]} and outputs {names[1]}")
 
     def run(images: torch.Tensor) -> torch.Tensor:
         feed = {"images": images.detach().cpu().float().numpy()}
-        return torch.from_numpy(session.run(["embeddings"], feed)[0])
+        try:
+            return torch.from_numpy(session.run(["embeddings"], feed)[0])
+        except Exception as exc:  # onnxruntime's own exception types: a graph that does not fit its metadata
+            raise ConfigError(f"'{path}': the ONNX graph fails on images of shape {tuple(images.shape)}: "
+                              f"{str(exc).splitlines()[0]}") from None
 
-    return run, json.loads(meta[METADATA_KEY])
+    return run, meta[METADATA_KEY]

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dcsnas.config import PATH_KEYS, save_config, to_dict
+from dcsnas.config import MAX_YAML_BYTES, PATH_KEYS, load_yaml, save_config, to_dict
 from dcsnas.errors import ConfigError
 from dcsnas.utils.io import atomic_write_json
+from dcsnas.utils.outpath import check_force_dir, owning_run
 
 LOCK_NAME = ".lock"
 _HELD: set[Path] = set()  # run directories whose lock this process holds
@@ -67,9 +66,12 @@ class RunDir:
         """The resolved config stored in this run directory, as a plain mapping."""
         if not self.config.is_file():
             raise ConfigError(f"'{self.path}' is not a run directory: {self.config.name} is missing")
+        if self.config.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"run directory '{self.path}': {self.config.name} is larger than {MAX_YAML_BYTES} bytes")
         try:
-            data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            data = load_yaml(self.config.read_text(encoding="utf-8"),
+                             f"run directory '{self.path}': {self.config.name}")
+        except UnicodeDecodeError as exc:
             raise ConfigError(f"run directory '{self.path}': {self.config.name} is not valid YAML "
                               f"({' '.join(str(exc).split())})") from None
         if not isinstance(data, dict):
@@ -96,6 +98,19 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # it exists, owned by someone else
         return True
     return True
+
+
+def lock_holder(run: RunDir) -> str | None:
+    """Who is writing ``run`` now: ``"process PID"`` (or ``"process PID on host HOST"``) when its lock is held by
+    a live process other than this one (or by any process of another host), else None."""
+    try:
+        host, pid = run.lock.read_text().split()[:2]
+        pid_number = int(pid)
+    except (OSError, ValueError):
+        return None
+    if host != socket.gethostname():
+        return f"process {pid} on host {host}"
+    return f"process {pid_number}" if pid_number != os.getpid() and _pid_alive(pid_number) else None
 
 
 def _release(path: Path) -> None:
@@ -161,12 +176,15 @@ def _contents(path: Path) -> list[Path]:
 
 
 def create_run_dir(out: str | Path | None, command: str, cfg: Any, root: str | Path = "runs",
-                   force: bool = False) -> RunDir:
+                   force: bool = False, config_file: str | Path | None = None) -> RunDir:
     """Create a run directory, lock it and save the resolved config in it.
 
     ``out=None`` makes ``<root>/<command>-<YYYYmmdd-HHMMSS>``; a name that exists gets a numeric suffix. An
     explicit ``out`` that holds anything is refused, unless ``force``: its content is then moved aside to
-    ``<out>.replaced-<YYYYmmdd-HHMMSS>`` (said in one warning line).
+    ``<out>.replaced-<YYYYmmdd-HHMMSS>`` (said in one warning line). ``force`` replaces only what
+    :func:`~dcsnas.utils.outpath.check_force_dir` allows (a run or an empty folder; never a folder that holds
+    the working directory, the home, the data root ``cfg.data.root`` or ``config_file``); a symlinked ``out``
+    is refused.
     """
     if out is None:
         base = Path(root) / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -175,8 +193,16 @@ def create_run_dir(out: str | Path | None, command: str, cfg: Any, root: str | P
             path, i = Path(f"{base}-{i}"), i + 1
     else:
         path = Path(out)
+        if path.is_symlink():
+            raise ConfigError(f"--out '{path}' is a symbolic link (to '{os.path.realpath(path)}'); give the real path")
         if path.exists() and not path.is_dir():
             raise ConfigError(f"--out '{path}' is a file, not a folder")
+        if owning_run(path) is not None:
+            raise ConfigError(f"--out '{path}' lies inside the files of the run directory '{owning_run(path)}'; "
+                              "choose a folder outside it")
+        if force:
+            data = getattr(cfg, "data", None)
+            check_force_dir(path, (getattr(data, "root", None), config_file))
     run = RunDir(path)
     lock_run_dir(run)
     if _contents(path):

@@ -21,6 +21,26 @@ REQUIRED = {
     "g_camids": "(n_g,)",
 }
 PATHS = {"q_paths": "(n_q,)", "g_paths": "(n_g,)"}
+MAX_ARRAY_BYTES = 2**32  # the most the arrays of one features file may hold in memory (4 GiB)
+
+
+def _check_members(path: Path) -> None:
+    """Read each member's .npy header (shape, dtype) before any array is allocated: a header that claims
+    more than :data:`MAX_ARRAY_BYTES` in all, or more than the member holds, is a :class:`DataError`."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0(fh))
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if nbytes > info.file_size:
+                    raise DataError(f"{path}: member {info.filename} claims {shape} {dtype} ({nbytes} bytes) but "
+                                    f"holds {info.file_size} bytes")
+                total += nbytes
+    if total > MAX_ARRAY_BYTES:
+        raise DataError(f"{path}: its arrays hold {total} bytes, more than the {MAX_ARRAY_BYTES} allowed")
 
 
 def save_features(path, qf, gf, q_pids, g_pids, q_camids, g_camids, q_paths=None, g_paths=None) -> None:
@@ -40,6 +60,8 @@ def load_features(path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"features file not found: {path}")
     try:
+        if zipfile.is_zipfile(path):
+            _check_members(path)
         npz = np.load(path, allow_pickle=False)
         if not isinstance(npz, np.lib.npyio.NpzFile):
             raise DataError(f"{path} holds a single array, expected a .npz archive with {', '.join(REQUIRED)}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcsnas.errors import DataError
+from dcsnas.utils.image import read_image
 from dcsnas.utils.io import atomic_write_bytes
 
 THUMB = (64, 128)
@@ -19,13 +19,9 @@ COLOURS = {"query": (0, 0, 0), "match": (0, 170, 0), "wrong": (220, 0, 0)}
 
 
 def _thumbnail(path: str, colour: tuple[int, int, int]):
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-    try:
-        with Image.open(path) as img:
-            thumb = img.convert("RGB").resize(THUMB)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
+    thumb = read_image(path).resize(THUMB)
     return ImageOps.expand(thumb, border=BORDER, fill=colour)
 
 

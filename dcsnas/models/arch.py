@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+from torch import nn
+
 from dcsnas.attention import create_attention
-from dcsnas.config import from_dict, to_dict
+from dcsnas.config import from_dict, ranged, to_dict
 from dcsnas.errors import ConfigError
 from dcsnas.models.blocks import SKIP, parse_op, skip_allowed
 from dcsnas.utils.io import atomic_write_json, read_json
@@ -34,6 +36,18 @@ RESNET50_STAGES = tuple(RESNET50_CHANNELS)
 # The widest channel count an arch.json may ask for (stage widths, stem, head conv): twice ResNet-50's widest
 # stage. It keeps a mistyped width (100000 would allocate hundreds of GB) a config error.
 MAX_WIDTH = 4096
+
+
+_MODULE_ATTRIBUTES = frozenset(dir(nn.ModuleDict()))  # class and instance attributes (training, forward, keys...)
+
+
+def check_stage_name(name: str) -> None:
+    """A stage name becomes a submodule's name: it must be an identifier, neither the stem's nor the conv
+    head's, and no attribute of ``nn.ModuleDict`` (``training``, ``forward``, ``keys``...: a stage of that
+    name would shadow it). Else ``ValueError``."""
+    if not (name.isascii() and name.isidentifier()) or name in (STEM, CONV_HEAD) or name in _MODULE_ATTRIBUTES:
+        raise ValueError(f"stage name {name!r}: expected an identifier other than '{STEM}', '{CONV_HEAD}' and the "
+                         "attributes of torch.nn.Module / ModuleDict (e.g. training, forward, keys)")
 
 
 @dataclass
@@ -55,8 +69,7 @@ class ArchStage:
     attention: Optional[ArchAttention] = None
 
     def __post_init__(self) -> None:
-        if self.name in (STEM, CONV_HEAD) or not self.name.isidentifier():
-            raise ValueError(f"stage name {self.name!r} is not allowed")
+        check_stage_name(self.name)
         if self.stride not in (1, 2) or not 1 <= self.width <= MAX_WIDTH or not self.ops:
             raise ValueError(f"stage {self.name!r}: expected stride 1 or 2, width in [1, {MAX_WIDTH}] and at least "
                              f"one op, got stride {self.stride}, width {self.width}")
@@ -80,8 +93,8 @@ class _ArchBase:
     version: int
     space: str
     input_size: list[int]
-    flops: int
-    params: int
+    flops: int = ranged(ge=0, le=1e15)
+    params: int = ranged(ge=0, le=1e12)
     search: dict[str, Any]
 
     def __post_init__(self) -> None:
@@ -141,7 +154,7 @@ def parse_arch(data: Any, source: str) -> Arch:
         raise ConfigError(f"arch '{source}': version = {data.get('version')!r}, expected {ARCH_VERSION} "
                           f"(this dcsnas reads arch.json version {ARCH_VERSION}; derive it again)")
     skeleton = data.get("skeleton")
-    if skeleton not in _SKELETONS:
+    if not isinstance(skeleton, str) or skeleton not in _SKELETONS:
         raise ConfigError(f"arch '{source}': key 'skeleton' = {skeleton!r}; allowed: {', '.join(_SKELETONS)}")
     try:
         arch = from_dict(_SKELETONS[skeleton], data)

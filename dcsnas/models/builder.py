@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dcsnas.attention import DeepSupervisionHead, create_attention
-from dcsnas.config import from_dict
+from dcsnas.config import from_dict, ranged
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import load_arch
 from dcsnas.models.backbones import Backbone, create_backbone
@@ -54,11 +54,11 @@ class ModelConfig:
     backbone: str = "resnet50"
     arch: Optional[str] = None
     pretrained: bool = False
-    last_stride: int = 1
-    width_mult: float = 1.0
+    last_stride: int = ranged(1, ge=1, le=2)
+    width_mult: float = ranged(1.0, gt=0, le=16)
     head: Literal["bnneck", "pcb"] = "bnneck"
-    pcb_parts: int = 6
-    pcb_reduce_dim: int = 256
+    pcb_parts: int = ranged(6, ge=1, le=64)
+    pcb_reduce_dim: int = ranged(256, ge=1, le=8192)
     attention: list[AttentionPlacement] = field(default_factory=list)
 
 

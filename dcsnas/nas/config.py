@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dcsnas.config import ranged
 from dcsnas.engine.config import RunConfig
+from dcsnas.errors import ConfigError
 from dcsnas.nas.cost import CostConfig
 
 
@@ -29,13 +31,13 @@ class NASConfig:
 
     space: str = "search_spaces/mbv2_reid.yaml"
     mode: Literal["soft", "hard"] = "hard"
-    tau_start: float = 5.0
-    tau_decay: float = 0.956
+    tau_start: float = ranged(5.0, gt=0)
+    tau_decay: float = ranged(0.956, gt=0, le=1)
     warmup_epochs: int = 2
-    arch_lr: float = 3e-4
+    arch_lr: float = ranged(3e-4, gt=0)
     arch_weight_decay: float = 1e-3
     split: Literal["per_identity", "identity_disjoint"] = "per_identity"
-    arch_fraction: float = 0.5
+    arch_fraction: float = ranged(0.5, gt=0, lt=1)
     bn_recalibration_batches: int = 10
     cost: CostConfig = field(default_factory=CostConfig)
 
@@ -56,3 +58,11 @@ class SearchConfig(RunConfig):
 
     head: Literal["bnneck", "pcb"] = "bnneck"
     search: NASConfig = field(default_factory=NASConfig)
+
+    def check_config(self) -> None:
+        """Cross-key rule of a search config as read (:func:`~dcsnas.config.from_dict` calls it; the variants
+        the code derives, e.g. an NNI trial's shorter schedule, are not held to it)."""
+        if self.search.warmup_epochs >= self.optim.epochs:
+            raise ConfigError(f"search.warmup_epochs = {self.search.warmup_epochs} is not below optim.epochs = "
+                              f"{self.optim.epochs}: no architecture step would run and the derived network would "
+                              "be the initial argmax; lower search.warmup_epochs or raise optim.epochs")

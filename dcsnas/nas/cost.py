@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from dcsnas.attention import create_attention
-from dcsnas.config import config_hash
+from dcsnas.config import config_hash, ranged
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import CONV_HEAD, RESNET50_STAGES, STEM
 from dcsnas.models.backbones import resnet50
@@ -199,10 +199,10 @@ class CostConfig:
 
     kind: Literal["none", "fbnet", "hinge"] = "fbnet"
     estimate: Optional[Literal["sampled", "expected", "argmax"]] = None
-    a: float = 0.2
-    b: float = 0.6
-    unit: float = 1e6
-    target_mflops: Optional[float] = None
+    a: float = ranged(0.2, gt=0)
+    b: float = ranged(0.6, gt=0)
+    unit: float = ranged(1e6, gt=0)
+    target_mflops: Optional[float] = ranged(None, gt=0)
     weight: float = 1.0
     tolerance: float = 0.05
 

@@ -16,15 +16,14 @@ Every decision is a :class:`Choice` named ``<stage>/width``, ``<stage>/<block>/o
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Union
 
 from dcsnas.attention import attention_options, create_attention
-from dcsnas.config import from_dict, read_yaml
+from dcsnas.config import from_dict, ranged, read_yaml
 from dcsnas.errors import ConfigError
-from dcsnas.models.arch import CONV_HEAD, RESNET50_CHANNELS, RESNET50_STAGES, STEM
+from dcsnas.models.arch import MAX_WIDTH, RESNET50_CHANNELS, RESNET50_STAGES, STEM, check_stage_name
 from dcsnas.models.blocks import SKIP, parse_op, skip_allowed
 from dcsnas.models.skeleton import Part, StagePlan, mobilenetv2_parts
 
@@ -37,7 +36,6 @@ ATTENTION_TYPES: dict[str, tuple[str, dict[str, str]]] = {
     "dcs-sa": ("dcs", {"backend": "sa"}), "dcs-csa": ("dcs", {"backend": "csa"}),
     "dcs-csalr": ("dcs", {"backend": "csalr"}),
 }
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ class AttentionSpace:
     ``types``; each type receives the ``options`` it accepts (e.g. ``landmarks`` only the compressed ones)."""
 
     types: list[str] = field(default_factory=lambda: [NONE])
-    groups: list[int] = field(default_factory=lambda: [1])
+    groups: list[int] = ranged(default_factory=lambda: [1], ge=1, le=MAX_WIDTH)
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -112,24 +110,19 @@ def _registry(attention_type: str) -> tuple[str, str]:
     return name, fixed.get("backend", "sa")
 
 
-def _check_name(name: str) -> None:
-    if not _NAME.fullmatch(name) or name in (STEM, CONV_HEAD):
-        raise ValueError(f"stage name {name!r}: expected an identifier other than '{STEM}' and '{CONV_HEAD}'")
-
-
 @dataclass
 class StageSpace:
     """A stage of the mobilenetv2 skeleton (see the module docstring)."""
 
     name: str
-    widths: list[int]
-    blocks: int = 1
+    widths: list[int] = ranged(ge=1, le=MAX_WIDTH, length=(1, 64))
+    blocks: int = ranged(1, ge=1, le=64)
     stride: int = 1
     ops: list[str] = field(default_factory=lambda: list(DEFAULT_OPS))
     attention: AttentionSpace = field(default_factory=AttentionSpace)
 
     def __post_init__(self) -> None:
-        _check_name(self.name)
+        check_stage_name(self.name)
         if not self.widths or any(w < 1 for w in self.widths) or len(set(self.widths)) < len(self.widths):
             raise ValueError(f"widths = {self.widths}; expected distinct positive channel counts")
         if self.blocks < 1 or self.stride not in (1, 2):
@@ -160,9 +153,9 @@ class MobileNetV2Space:
     skeleton: Literal["mobilenetv2"]
     stages: list[StageSpace]
     version: int = SPACE_VERSION
-    stem_channels: int = 32
+    stem_channels: int = ranged(32, ge=1, le=MAX_WIDTH)
     stem_stride: int = 2
-    head_channels: int = 1280
+    head_channels: int = ranged(1280, ge=1, le=4 * MAX_WIDTH)
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -264,7 +257,7 @@ def parse_space(data: dict, source: str) -> SearchSpace:
     if version != SPACE_VERSION:
         raise ConfigError(f"search space '{source}': version = {version!r}; this dcsnas reads version {SPACE_VERSION}")
     skeleton = data.get("skeleton")
-    if skeleton not in SKELETONS:
+    if not isinstance(skeleton, str) or skeleton not in SKELETONS:
         raise ConfigError(f"search space '{source}': key 'skeleton' = {skeleton!r}; allowed: {', '.join(SKELETONS)}")
     try:
         space = from_dict(SKELETONS[skeleton], data)

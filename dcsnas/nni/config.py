@@ -11,10 +11,12 @@ strategies).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from dcsnas.config import check_key_value
 from dcsnas.errors import ConfigError
 from dcsnas.nas.config import SearchConfig
 
@@ -107,6 +109,7 @@ class TuneConfig:
             if not isinstance(spec, dict) or set(spec) != {"_type", "_value"} or spec["_type"] not in SPACE_TYPES:
                 raise ValueError(f"search_space.{key}: expected {{_type: TYPE, _value: [...]}} with TYPE one of "
                                  f"{', '.join(SPACE_TYPES)}, got {spec!r}")
+            _check_space_value(key, spec["_type"], spec["_value"])
         if (self.command == "retrain") != (self.arch is not None):
             raise ValueError("command = retrain needs arch (an arch.json); command = train takes no arch")
         if self.max_trials < 1 or self.concurrency < 1:
@@ -121,9 +124,37 @@ class TuneConfig:
                              "which then cannot listen on loopback only; set bind: all and nni_manager_ip")
 
 
+# _value of each search-space type: its parameters and what they must be (NNI's search-space format)
+_ARITY = {"randint": 2, "uniform": 2, "loguniform": 2, "quniform": 3, "qloguniform": 3, "normal": 2, "lognormal": 2,
+          "qnormal": 3, "qlognormal": 3}
+
+
+def _check_space_value(key: str, kind: str, value: Any) -> None:
+    """The ``_value`` of ``search_space.<key>`` for the type ``kind``: a non-empty list for ``choice``; else
+    finite numbers ``[low, high(, q)]`` with low < high (low > 0 for log types) or ``[mu, sigma(, q)]`` with
+    sigma > 0, q > 0."""
+    where = f"search_space.{key}._value"
+    if kind == "choice":
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"{where} = {value!r}: expected a non-empty list of choices")
+        return
+    n = _ARITY[kind]
+    if not isinstance(value, list) or len(value) != n or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        raise ValueError(f"{where} = {value!r}: expected {n} finite numbers for {kind}")
+    if kind.endswith("normal"):
+        if value[1] <= 0:
+            raise ValueError(f"{where} = {value!r}: sigma (the second value) must be > 0")
+    elif not value[0] < value[1] or (kind.endswith("loguniform") and value[0] <= 0):
+        raise ValueError(f"{where} = {value!r}: expected low < high{' and low > 0' * kind.endswith('loguniform')}")
+    if n == 3 and value[2] <= 0:
+        raise ValueError(f"{where} = {value!r}: q (the third value) must be > 0")
+
+
 def check_trial_keys(cfg: TuneConfig, schema: type) -> None:
-    """Every key of ``cfg.search_space`` must name a field of the trials' config ``schema``."""
-    for key in cfg.search_space:
+    """Every key of ``cfg.search_space`` must name a field of the trials' config ``schema``, and every value
+    the tuner can draw from a ``choice`` (and the bounds of a range) must be a valid value of that key."""
+    for key, spec in cfg.search_space.items():
         node: Any = schema
         for part in key.split("."):
             fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
@@ -131,3 +162,11 @@ def check_trial_keys(cfg: TuneConfig, schema: type) -> None:
                 raise ConfigError(f"tune config key 'search_space.{key}': '{part}' is not a key of the trials' "
                                   f"{schema.__name__}")
             node = typing.get_type_hints(node)[part]
+        values = spec["_value"] if spec["_type"] == "choice" else spec["_value"][:2] * (spec["_type"] in (
+            "randint", "uniform", "quniform", "loguniform", "qloguniform"))
+        for value in values:
+            try:
+                check_key_value(schema, key, value)
+            except ConfigError as exc:
+                raise ConfigError(f"tune config key 'search_space.{key}': the tuner could draw {value!r}: "
+                                  f"{exc}") from None
