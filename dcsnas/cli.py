@@ -8,6 +8,9 @@ User errors (:class:`~dcsnas.errors.DcsnasError`) print ``dcsnas: error: <messag
 error raised in a DataLoader worker arrives wrapped with the worker's traceback: only its message is
 printed). SIGINT and SIGTERM end the command with one line and exit 130 and 143; checkpoints are written
 atomically, so the last one is intact.
+
+Before any command imports torch, OpenMP's wait policy is made passive unless the user set one
+(:mod:`dcsnas.utils.threads`: busy-waiting threads make a run many times slower beside other work).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import warnings
 import dcsnas.commands as commands
 from dcsnas import __version__
 from dcsnas.errors import DcsnasError
+from dcsnas.utils.threads import passive_openmp
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +63,7 @@ def error_message(exc: DcsnasError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    passive_openmp()
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.formatwarning = _format_warning

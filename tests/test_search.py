@@ -37,7 +37,8 @@ def test_search_derive_retrain_eval_end_to_end(tiny_data, tmp_path, capsys):
                  f"search.space={TINY_SPACE}", "--out", str(run), "--no-progress"]) == 0
     printed = json.loads(capsys.readouterr().out)
     arch = json.loads((run / "arch.json").read_text())
-    assert printed["flops"] == arch["flops"] and arch["input_size"] == [64, 32] and arch["space"] == "tiny"
+    assert printed["mflops"] == round(arch["flops"] / 1e6, 3) and printed["arch"] == str(run / "arch.json")
+    assert arch["input_size"] == [64, 32] and arch["space"] == "tiny"
     # the entropy of the choices stays at its initial (near-uniform) value during the weight warm-up, then
     # falls with every epoch of architecture steps
     history = json.loads((run / "metrics.json").read_text())["history"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def register(subparsers) -> None:
@@ -27,8 +26,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    # Before torch loads OpenMP: busy-waiting threads slow everything down on a shared machine.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from dcsnas.demo import Demo, demo_plan
 
     plan = demo_plan(args.quick)

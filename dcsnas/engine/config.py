@@ -66,15 +66,16 @@ def check_run_settings(cfg: "RunConfig") -> None:
         raise ConfigError(f"config key 'log_every' = {cfg.log_every}: expected an int >= 1 (steps between "
                           "TensorBoard points)")
     if cfg.threads < 0:
-        raise ConfigError(f"config key 'threads' = {cfg.threads}: expected an int >= 0 (0: torch's default)")
+        raise ConfigError(f"config key 'threads' = {cfg.threads}: expected an int >= 0 (0: the cores this "
+                          "process may use)")
 
 
 @dataclass
 class RunConfig:
     """What every training-like run has (``train``, ``retrain``, ``search``): the runtime settings, data,
-    losses, optimizer, evaluation and schedules. ``threads`` > 0 sets torch's CPU threads (0: torch's
-    default, the machine's cores): CPU results are bit-identical only at the same thread count, so configs
-    whose figures are quoted (the demo's) fix it."""
+    losses, optimizer, evaluation and schedules. ``threads`` > 0 sets torch's CPU threads (0: the cores this
+    process may use, :func:`~dcsnas.utils.threads.default_threads`): CPU results are bit-identical only at the
+    same thread count (the start-up block prints it), so configs whose figures are quoted (the demo's) fix it."""
 
     seed: int = 0
     device: str = "auto"
