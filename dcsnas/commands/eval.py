@@ -1,7 +1,8 @@
 """``dcsnas eval``: Re-ID metrics (mAP, mINP, CMC) printed as JSON.
 
 The features come from a file (``--features FILE.npz``) or from a trained run (``--run DIR``: its model and
-checkpoint on its data set's query and gallery); both end in :func:`dcsnas.metrics.evaluate_features`.
+checkpoint on its data set's query and gallery, or with ``--dataset``/``--root`` on another data set's:
+cross-domain evaluation); both end in :func:`dcsnas.metrics.evaluate_features`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source.add_argument("--run", metavar="DIR", help="a run directory of dcsnas train/retrain")
     p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="with --run (default: last)")
+    p.add_argument("--dataset", metavar="NAME", help="with --run: evaluate on this data set's query and gallery "
+                   "instead of the run's (cross-domain, e.g. trained on market1501, evaluated on dukemtmcreid)")
+    p.add_argument("--root", metavar="DIR", help="with --run: the folder of --dataset (default: the run's data.root)")
+    p.add_argument("--no-progress", action="store_true", help="with --run: no progress bars")
     p.add_argument("--flip", action="store_true", help="with --run: average with the flipped image's features")
     p.add_argument("--device", default="auto", help="with --run: auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--metric", choices=METRICS,
@@ -55,6 +60,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if args.visualize is not None and args.out is None:
         raise ConfigError("--visualize needs --out DIR for the images")
+    if (args.dataset or args.root) and not args.run:
+        raise ConfigError("--dataset and --root need --run DIR (a features file is already computed on its data)")
     if args.vis_queries is not None and args.visualize is None:
         raise ConfigError("--vis-queries needs --visualize K")
 
@@ -80,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         from dcsnas.engine.evaluator import extract_run_features
 
         _refuse_search_run(args.run)
-        data, info = extract_run_features(args.run, args.checkpoint, args.flip or None, args.device)
+        data, info = extract_run_features(args.run, args.checkpoint, args.flip or None, args.device,
+                                          not args.no_progress, args.dataset, args.root)
         args.rerank = args.rerank or info["rerank"]
     else:
         data = load_features(args.features)
