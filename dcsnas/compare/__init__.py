@@ -26,7 +26,7 @@ import torch
 from dcsnas.bench.model import profile_models
 from dcsnas.compare.pareto import pareto_front
 from dcsnas.compare.plots import plot_arch, plot_cmc, plot_pareto
-from dcsnas.compare.runs import CompareRun, load_run, load_runs
+from dcsnas.compare.runs import CompareRun, load_run, load_runs, setting
 from dcsnas.compare.seeds import (
     ACCURACY,
     CONFIDENCE,
@@ -44,7 +44,7 @@ from dcsnas.utils.io import atomic_write_json
 __all__ = ["CompareRun", "compare_runs", "format_table", "load_run", "load_runs", "pareto_front", "profile_runs",
            "summarize_over_seeds"]
 
-GROUP_CONSTANT = ("kind", "backbone", "attention", "input", "epochs", "params", "flops")
+GROUP_CONSTANT = ("kind", "backbone", "attention", "input", "epochs", "setting", "params", "flops")
 
 
 def profile_runs(runs: Sequence[CompareRun], device: str = "cpu", repeats: int = 20, warmup: int = 3,
@@ -87,7 +87,7 @@ def compare_runs(paths: Sequence[str | Path], out: Optional[str | Path] = None, 
     costs = {t: profile_runs(runs, d, repeats, warmup, latency) for d, t in zip(devices, device_types)}
     rows = [build_row(run, {t: costs[t][i] for t in device_types}) for i, run in enumerate(runs)]
     for run, row in zip(runs, rows):
-        row.update(seed=run.config.seed, seed_group=seed_free_hash(run.config))
+        row.update(seed=run.config.seed, seed_group=seed_free_hash(run.config), setting=setting(run))
     front = pareto_front([(r["flops"], r["mAP"]) for r in rows])
     for i in front:
         rows[i]["pareto"] = True
@@ -97,18 +97,20 @@ def compare_runs(paths: Sequence[str | Path], out: Optional[str | Path] = None, 
     for i, group in enumerate(groups):
         group["pareto"] = i in group_front
     repeated = any(g["n"] > 1 for g in groups)
+    cores = os.cpu_count() or 1
+    noisy = f"load average {load_before:.1f} on {cores} cores" if latency and load_before > 0.5 * cores else ""
     dataset, protocol = runs[0].metrics["dataset"], runs[0].metrics["protocol"]
     report: dict[str, Any] = {
         "dataset": dataset, "protocol": protocol,
         "profile": {"devices": list(devices), "batch": 1, "repeats": repeats if latency else 0, "warmup": warmup,
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "gpu": {d: torch.cuda.get_device_name(d) for d, t in zip(devices, device_types) if t == "cuda"},
-                    "load_average_before": load_before,
+                    "load_average_before": load_before, "noisy": bool(noisy),
                     "memory_method": {t: costs[t][0]["memory_method"] for t in device_types}},
         "rows": rows, "pareto_front": [rows[i]["run"] for i in front],
         "cmc": {run.name: run.metrics["test"]["cmc"] for run in runs},
         "groups": groups, "groups_pareto_front": [groups[i]["group"] for i in group_front],
-        "table": format_table(rows, device_types, repeats if latency else None),
+        "table": format_table(rows, device_types, repeats if latency else None, noisy),
     }
     if repeated:
         report["table"] += "\n\n" + format_groups(groups)
