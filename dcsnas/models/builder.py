@@ -21,7 +21,7 @@ from dcsnas.attention import DeepSupervisionHead, create_attention
 from dcsnas.config import from_dict
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import load_arch
-from dcsnas.models.backbones import Backbone, create_backbone
+from dcsnas.models.backbones import BACKBONES, Backbone, create_backbone
 from dcsnas.models.heads import create_head
 from dcsnas.models.searched import build_searched_backbone
 
@@ -125,6 +125,11 @@ def _build_backbone(cfg: ModelConfig) -> tuple[Backbone, list[AttentionPlacement
     if cfg.backbone == "mobilenetv2":
         kwargs["width_mult"] = cfg.width_mult
     return create_backbone(cfg.backbone, extra=("searched",), **kwargs), []
+
+
+def list_models() -> list[str]:
+    """The backbone names :func:`create_model` builds (``searched``: the network of an arch.json)."""
+    return sorted([*BACKBONES.names(), "searched"])
 
 
 def create_model(cfg: ModelConfig | str, num_classes: int, **fields: Any) -> ReIDModel:
