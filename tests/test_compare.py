@@ -145,11 +145,18 @@ def test_runs_at_two_input_sizes_warn_and_show_the_sizes(runs, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("load, noisy", [(0.0, False), (1e3, True)])
-def test_latency_on_a_busy_machine_is_marked_noisy(runs, capsys, monkeypatch, load, noisy):
-    monkeypatch.setattr("os.getloadavg", lambda: (load, load, load))
+def test_latency_on_a_busy_machine_is_marked_noisy(runs, tmp_path, capsys, monkeypatch, load, noisy):
+    """Other processes' runnable tasks are read from /proc/loadavg's 4th field (here a fake file)."""
+    import dcsnas.compare
+
+    fake = tmp_path / "loadavg"
+    fake.write_text(f"0.5 0.5 0.5 {int(load) + 1}/200 123\n")
+    original = dcsnas.compare.other_runnable
+    monkeypatch.setattr(dcsnas.compare, "LOADAVG", fake)
+    assert original(samples=2, interval_s=0) == load
     assert main(["compare", str(runs[0]), "--device", "cpu", "--repeats", "1", "--warmup", "0"]) == 0
     printed = capsys.readouterr().out
-    assert ("NOISY: CPU latency and memory were measured on a busy machine (load average 1000.0" in printed) == noisy
+    assert ("NOISY: CPU latency and memory were measured on a busy machine (1000.0 other runnable" in printed) == noisy
 
 
 def test_runs_of_different_data_sets_are_refused(runs, tmp_path, capsys):
