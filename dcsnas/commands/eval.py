@@ -15,6 +15,7 @@ from dcsnas.errors import ConfigError, DataError
 
 METRICS = ("euclidean", "cosine")
 PROTOCOLS = ("market", "cuhk03")
+MAX_ATTENTION_FIGURES = 8
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="seed of the cuhk03 protocol's random draws (default: the run's eval.protocol_seed "
                         "with --run, else 0)")
     p.add_argument("--chunk-size", type=int, metavar="N", help="queries evaluated at a time (default: automatic)")
-    p.add_argument("--visualize", type=int, metavar="K", help="write a PNG rank list (query + top K) per query")
+    p.add_argument("--visualize", type=int, metavar="K",
+                   help="write a PNG rank list (query + top K) per query; with --run also the attention maps and DCS "
+                        "channel masks of the trained network for the first (up to 8) queries, and a t-SNE of the "
+                        "query/gallery embeddings coloured by identity")
     p.add_argument("--vis-queries", type=int, metavar="N", help="draw only the first N queries (default: all)")
     p.add_argument("--out", metavar="DIR", help="folder for metrics.json and the rank lists (ranks/)")
     p.set_defaults(func=run)
@@ -75,6 +79,35 @@ def _refuse_search_run(path: str) -> None:
         raise ConfigError(f"'{path}' is the run directory of an architecture search, not of a trained network: "
                           f"derive its network (dcsnas derive {path}), retrain it (dcsnas retrain --arch "
                           f"{run.arch} --config FILE --out DIR) and evaluate that run")
+
+
+def _network_views(args: argparse.Namespace, data: dict, count: int) -> dict:
+    """With ``--run --visualize``: ``attention/`` (attention maps and DCS masks of the run's network on the first
+    ``count`` queries; none for a network without attention) and ``tsne.png`` in ``--out``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from dcsnas.data.transforms import build_transforms
+    from dcsnas.engine.attention_maps import attention_outputs, save_attention_figures
+    from dcsnas.engine.inference import load_run_model
+    from dcsnas.metrics.tsne import plot_tsne
+
+    out, views = Path(args.out), {}
+    loaded = load_run_model(args.run, args.checkpoint, finished=False)
+    if len(loaded.model.attentions):
+        size = loaded.config.data.transforms
+        paths = [str(p) for p in data["q_paths"][:count]]
+        images = [Image.open(p).convert("RGB") for p in paths]
+        batch = torch.stack([build_transforms(size, False)(img) for img in images])
+        written = save_attention_figures(out / "attention", [img.resize((size.width, size.height)) for img in images],
+                                         attention_outputs(loaded.model, batch),
+                                         [f"{i:05d}_{Path(p).stem}" for i, p in enumerate(paths)])
+        views["attention_maps"] = {"dir": str(out / "attention"), "count": len(written)}
+    arrays = {k: np.asarray(data[k].cpu() if hasattr(data[k], "cpu") else data[k]) for k in ("qf", "gf")}
+    points = plot_tsne(arrays["qf"], arrays["gf"], data["q_pids"], data["g_pids"], out / "tsne.png")
+    views["tsne"] = {"path": str(out / "tsne.png"), "points": points}
+    return views
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,5 +156,7 @@ def run(args: argparse.Namespace) -> int:
             data["q_pids"], data["g_pids"], queries=range(n),
         )
         report["rank_lists"] = {"dir": str(Path(args.out) / "ranks"), "count": len(paths)}
+        if args.run:
+            report.update(_network_views(args, data, min(n, MAX_ATTENTION_FIGURES)))
     print_json(report)
     return 0
