@@ -281,7 +281,7 @@ class Searcher(Trainer):
         self.logger.scalars(kept, epoch + 1)
         title = (f"softmax(α) after epoch {epoch + 1}/{self.cfg.optim.epochs} (τ = {self.model.tau:.3g}); "
                  f"argmax boxed: {arch_stats['arch/argmax_mflops']:.2f} MFLOPs, "
-                 f"{arch_stats['arch/argmax_mparams']:.3f} M params")
+                 f"{arch_stats['arch/argmax_mparams']:.4g} M params")
         figure = probability_heatmap(self.model.arch, title)
         (self.run.path / ALPHA_DIR).mkdir(exist_ok=True)
         figure.savefig(self.run.path / ALPHA_DIR / f"epoch_{epoch + 1:03d}.png", dpi=120)
@@ -340,7 +340,7 @@ class Searcher(Trainer):
         arch = self.derive()
         write_arch(self.run.arch, arch)
         metrics["arch"] = {"path": str(self.run.arch), "flops": arch.flops, "params": arch.params}
-        self.console.print(f"derived architecture ({arch.flops / 1e6:.2f} MFLOPs, {arch.params / 1e6:.3f} M params "
+        self.console.print(f"derived architecture ({arch.flops / 1e6:.2f} MFLOPs, {arch.params / 1e6:.4g} M params "
                            f"per the cost table): " + ", ".join(self.genotype()))
         return {**super().finish(metrics), "arch": self.run.arch, "α heat maps": self.run.path / ALPHA_DIR}
 
