@@ -188,13 +188,13 @@ def test_different_evaluation_settings_warn(runs):
 
 
 def test_table_marks_missing_values_and_units():
-    row = {"run": "a", "kind": "fixed", "ib": "0.1:authors", "mAP": 0.5, "rank-1": 0.6, "rank-5": 0.7, "rank-10": None,
-           "mINP": 0.2, "params": 2_250_000, "flops": 8_110_000_000, "cpu_latency_ms": 12.345,
-           "cpu_peak_memory_mb": 7.06, "train_time_s": 5400.0, "pareto": True}
+    row = {"run": "a", "kind": "fixed", "input": "256x128", "epochs": 120, "ib": "0.1:authors", "mAP": 0.5,
+           "rank-1": 0.6, "rank-5": 0.7, "rank-10": None, "mINP": 0.2, "params": 2_250_000, "flops": 8_110_000_000,
+           "cpu_latency_ms": 12.345, "cpu_peak_memory_mb": 7.06, "train_time_s": 5400.0, "pareto": True}
     lines = format_table([row], ["cpu"], repeats=20).splitlines()
-    assert lines[2].split() == ["a", "fixed", "0.1:authors", "50.0", "60.0", "70.0", "-", "20.0", "2.25M", "8.11G",
-                                "12.35", "7.06", "90.0min", "*"]
-    assert "median of 20 forwards at batch 1" in lines[3]
+    assert lines[2].split() == ["a", "fixed", "256x128", "120", "0.1:authors", "50.0", "60.0", "70.0", "-", "20.0",
+                                "2.25M", "8.11G", "12.35", "7.06", "90.0min", "*"]
+    assert "median of 20 forwards at batch 1" in lines[3] and "NOISY" not in "\n".join(lines)
 
 
 def test_resnet_arch_diagram(tmp_path):

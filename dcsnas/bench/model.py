@@ -154,7 +154,7 @@ def profile_models(models: Sequence[nn.Module], input_shapes: Sequence[Sequence[
     for model, shape, times in zip(models, input_shapes, latencies):
         weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
         results.append({
-            "params": count_params(model), "inference_params": count_inference_params(model, shape, device),
+            "params": count_inference_params(model, shape, device), "params_total": count_params(model),
             "flops": count_flops(model, tuple(shape), device),
             "weights_mb": weights / 2**20,
             "latency_ms": statistics.median(times) if times else None,
@@ -176,7 +176,8 @@ def profile_model(model: nn.Module, input_shape: Sequence[int], device: torch.de
                   repeats: int = 20, warmup: int = 3, latency: bool = True) -> dict[str, Any]:
     """Cost of ``model`` (moved to ``device``; its train/eval mode is restored afterwards).
 
-    Returns ``params`` (all), ``inference_params`` (:func:`count_inference_params`), ``flops`` (one forward
+    Returns ``params`` (those the inference forward uses: :func:`count_inference_params`, the count dcsnas
+    reports everywhere), ``params_total`` (all, with training-only classifiers), ``flops`` (one forward
     of the whole ``input_shape`` batch), ``weights_mb`` (MiB of parameters and buffers), ``peak_memory_mb``
     (MiB of one forward above the weights and input; ``None`` where it cannot be measured), ``latency_ms``
     and ``latency_min_ms`` (median and minimum over ``repeats`` forwards, ms; ``None`` with

@@ -42,7 +42,7 @@ def build_row(run: CompareRun, costs: dict[str, dict[str, Any]]) -> dict[str, An
         "input": "x".join(map(str, run.input_size)), "epochs": run.metrics["epochs"],
         **dict(zip(("ib", "ib_start_epoch"), ib_setting(run))),
         "mAP": test["mAP"], **{f"rank-{r}": test.get(f"rank-{r}") for r in RANKS}, "mINP": test["mINP"],
-        "params": any_cost["inference_params"], "params_total": any_cost["params"], "flops": any_cost["flops"],
+        "params": any_cost["params"], "params_total": any_cost["params_total"], "flops": any_cost["flops"],
     }
     for device, cost in costs.items():
         row[f"{device}_latency_ms"] = cost["latency_ms"]
