@@ -27,6 +27,7 @@ from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir, pipeline_
 from dcsnas.engine.trainer import Trainer
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import write_arch
+from dcsnas.models.builder import arch_params
 from dcsnas.nas.arch import load_arch_in_space
 from dcsnas.nas.config import SearchConfig
 from dcsnas.nas.search import Searcher
@@ -179,7 +180,7 @@ class Demo:
             arch = load_arch_in_space(run.arch)
             placed = [f"{s.name}: {attention_label(s.attention.name, s.attention.options)}"
                       for s in arch.stages if s.attention is not None]
-            line = (f"  derived network: {arch.flops / 1e6:.2f} MFLOPs, {si(arch.params)} parameters, "
+            line = (f"  derived network: {arch.flops / 1e6:.2f} MFLOPs, {si(arch_params(str(run.arch)))} parameters, "
                     f"attention {', '.join(placed) or 'none'}")
         elif untrained:
             line += f" (untrained: mAP {_percent(untrained['mAP'])}"

@@ -38,6 +38,8 @@ def test_search_derive_retrain_eval_end_to_end(tiny_data, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     arch = json.loads((run / "arch.json").read_text())
     assert printed["mflops"] == round(arch["flops"] / 1e6, 3) and printed["arch"] == str(run / "arch.json")
+    # the parameters dcsnas prints everywhere: the cost table's backbone (arch.json) + the BNNeck's BatchNorm
+    assert printed["mparams"] == pytest.approx((arch["params"] + 2 * arch["head_channels"]) / 1e6, abs=1e-9)
     assert arch["input_size"] == [64, 32] and arch["space"] == "tiny"
     # the entropy of the choices stays at its initial (near-uniform) value during the weight warm-up, then
     # falls with every epoch of architecture steps

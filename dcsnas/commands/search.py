@@ -68,4 +68,4 @@ def _arch(metrics: dict) -> dict:
     from dcsnas.commands.derive import arch_summary
 
     arch = metrics["arch"]
-    return arch_summary(arch["path"], arch["flops"], arch["params"])
+    return arch_summary(arch["path"], arch["flops"])

@@ -69,6 +69,7 @@ from dcsnas.engine.trainer import Trainer
 from dcsnas.errors import ConfigError
 from dcsnas.losses.criterion import ReIDCriterion
 from dcsnas.models.arch import Arch, write_arch
+from dcsnas.models.builder import arch_params
 from dcsnas.nas.arch import SPACE_FILE, derive_arch
 from dcsnas.nas.config import SearchConfig
 from dcsnas.nas.cost import CostLoss, CostModel, cached_costs
@@ -340,8 +341,9 @@ class Searcher(Trainer):
         arch = self.derive()
         write_arch(self.run.arch, arch)
         metrics["arch"] = {"path": str(self.run.arch), "flops": arch.flops, "params": arch.params}
-        self.console.print(f"derived architecture ({arch.flops / 1e6:.2f} MFLOPs, {arch.params / 1e6:.4g} M params "
-                           f"per the cost table): " + ", ".join(self.genotype()))
+        self.console.print(f"derived architecture ({arch.flops / 1e6:.2f} MFLOPs, "
+                           f"{arch_params(str(self.run.arch)) / 1e6:.4g} M parameters at inference): "
+                           + ", ".join(self.genotype()))
         return {**super().finish(metrics), "arch": self.run.arch, "α heat maps": self.run.path / ALPHA_DIR}
 
 
