@@ -40,6 +40,24 @@ def test_soft_margin_and_gradient():
     assert feats.grad.abs().sum() > 0
 
 
+def test_cosine_triplet_matches_hand_values_and_ignores_scale():
+    feats = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-1.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    c = 2 ** -0.5  # cos 45°
+    # anchor 0: d_ap = 1 - c, d_an = min(1 - 0, 1 + c) = 1; anchor 1: d_ap = 1 - c, d_an = 1 - c;
+    # anchor 2: d_ap = 1 - c, d_an = 1 - c; anchor 3: d_ap = 1 - c, d_an = min(1 + c, 1 - 0) = 1
+    d = [(1 - c) - 1, 0.0, 0.0, (1 - c) - 1]
+    expected = torch.relu(torch.tensor(d) + 0.3).mean()
+    loss = TripletLoss(0.3, distance="cosine")
+    assert torch.allclose(loss(feats, labels), expected, atol=1e-6)
+    # shrinking every feature changes nothing: no collapse direction. The Euclidean loss of shrunk features
+    # tends to its margin, which is below its value on a hard batch (hardest positive beyond the hardest negative)
+    assert torch.allclose(loss(feats * 1e-3, labels), expected, atol=1e-5)
+    euclidean, hard = TripletLoss(0.3), torch.tensor([0, 1, 1, 0])
+    shrunk = euclidean(feats * 1e-3, hard).item()
+    assert shrunk == pytest.approx(0.3, abs=1e-2) and shrunk < euclidean(feats, hard).item()
+
+
 def test_center_loss_value():
     center = CenterLoss(2, 2)
     with torch.no_grad():
@@ -93,7 +111,45 @@ def test_ib_warm_up_from_epochs_or_ratio(loss, epochs, start):
     ({"schedule": {"rpp_start_epoch": 5}, "model": {"head": "pcb"}, "optim": {"epochs": 5}},
      "schedule.rpp_start_epoch = 5 is not before optim.epochs = 5"),
     ({"eval": {"protocol": "duke"}}, "config key 'eval.protocol': expected one of 'market', 'cuhk03'"),
+    ({"loss": {"triplet_margin": 0.0}}, "triplet_margin must be > 0 .or set triplet_soft_margin"),
+    ({"loss": {"triplet_weight": float("nan")}}, "triplet_weight must be >= 0, got nan"),
+    ({"loss": {"triplet_distance": "manhattan"}}, "config key 'loss.triplet_distance': expected one of"),
+    ({"optim": {"min_factor": 1.5}}, "min_factor must be in"),
 ])
 def test_bad_loss_schedule_and_eval_keys_are_config_errors(data, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(TrainConfig, data)
+
+
+def test_cosine_schedule_follows_the_half_cosine_after_warmup():
+    from dcsnas.engine.optim import OptimConfig, lr_factor
+
+    cfg = OptimConfig(epochs=6, warmup_epochs=1, warmup_factor=0.1, schedule="cosine", min_factor=0.0)
+    # after the warm-up epoch, t = 0, 1/4, 1/2, 3/4, 1 over epochs 1..5: 0.5·(1 + cos πt)
+    expected = [0.1, 1.0, (1 + 2 ** -0.5) / 2, 0.5, (1 - 2 ** -0.5) / 2, 0.0]
+    assert [lr_factor(e, cfg) for e in range(6)] == pytest.approx(expected)
+    step = OptimConfig(epochs=6, warmup_epochs=0, milestones=[3], gamma=0.5)
+    assert [lr_factor(e, step) for e in range(6)] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("on", ["features", "embedding"])
+def test_triplet_reads_the_configured_output(on):
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1])
+    outputs = {"logits": [torch.zeros(4, 2)], "features": torch.randn(4, 3), "embedding": torch.randn(4, 3)}
+    cfg = LossConfig(ce_weight=0.0, triplet_on=on, triplet_distance="cosine")
+    terms = ReIDCriterion(cfg, 2, 3)(outputs, labels)
+    assert torch.equal(terms["triplet"], TripletLoss(0.3, distance="cosine")(outputs[on], labels))
+
+
+def test_bnneck_training_embedding_is_the_batch_normalised_feature():
+    from dcsnas.models.heads import BNNeck
+
+    head = BNNeck(3, 5).train()
+    fmap = torch.randn(6, 3, 2, 2, dtype=torch.float64)
+    head = head.double()
+    out = head(fmap)
+    pooled = fmap.mean(dim=(2, 3))
+    by_hand = (pooled - pooled.mean(0)) / torch.sqrt(pooled.var(0, unbiased=False) + head.bn.eps)
+    assert torch.allclose(out["embedding"], by_hand, atol=1e-12)
+    assert torch.allclose(out["features"], pooled, atol=1e-12)

@@ -32,6 +32,7 @@ from dcsnas.engine.distributed import (
     init_distributed,
 )
 from dcsnas.engine.evaluator import evaluate_model
+from dcsnas.engine.health import HealthMonitor, batch_health, head_health
 from dcsnas.engine.logging import RunLogger
 from dcsnas.engine.optim import build_optimizer, build_scheduler
 from dcsnas.engine.rundir import RunDir, lock_run_dir, same_config
@@ -107,6 +108,7 @@ class Trainer:
         self.logger = RunLogger(run.tensorboard, enabled=self.dist.is_main)
         self.console = Console(run.path / LOG_FILE, enabled=self.dist.is_main)
         self.start_epoch, self.elapsed, self.history, self.best, self.untrained = 0, 0.0, [], None, None
+        self.health = HealthMonitor(warmup_epochs=max(cfg.optim.warmup_epochs, 1))
 
     # ----------------------------------------------------------------------------------------- building
     # Subclasses (the architecture search) override these to train another model on other splits.
@@ -159,7 +161,7 @@ class Trainer:
             "center_optimizer": self.center_optimizer.state_dict() if self.center_optimizer else None,
             "scaler": self.scaler.state_dict(), "ib": self.ib.state_dict() if self.ib is not None else None,
             "elapsed": self.elapsed, "history": self.history, "best": self.best, "untrained": self.untrained,
-            "config": to_dict(self.cfg),
+            "health": self.health.state_dict(), "config": to_dict(self.cfg),
             "num_classes": self.num_classes, "threads": torch.get_num_threads(),
         }
 
@@ -193,6 +195,8 @@ class Trainer:
         self.start_epoch = ckpt["epoch"] + 1
         self.elapsed, self.history, self.best = ckpt["elapsed"], ckpt["history"], ckpt["best"]
         self.untrained = ckpt["untrained"]
+        if "health" in ckpt:  # checkpoints of older versions have none
+            self.health.load_state_dict(ckpt["health"])
         self._restore_rng(ckpt)
         if self.dist.is_main:
             left = f"continuing with epoch {done + 1} of {epochs}" if done < epochs else "no epoch left to train"
@@ -289,7 +293,8 @@ class Trainer:
 
     def loss_terms(self, images: torch.Tensor, pids: torch.Tensor, criterion: ReIDCriterion,
                    ib_on: bool) -> dict[str, torch.Tensor]:
-        """Forward one batch; the criterion's terms, plus ``ib`` (weighted, in ``total``) when ``ib_on``."""
+        """Forward one batch; the criterion's terms, plus ``ib`` (weighted, in ``total``) when ``ib_on``, and the
+        batch's ``health/*`` figures (:func:`~dcsnas.engine.health.batch_health`, not in ``total``)."""
         images = images.to(self.device, non_blocking=True)
         if self.cuda and self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -297,6 +302,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             outputs = self.train_model(images)
         terms = criterion(outputs, labels)
+        logits = outputs.get("logits")
+        terms.update(batch_health(outputs["features"], logits[0] if logits else None, labels,
+                                  logits[0].shape[1] if logits else 0))
         if ib_on:
             ib = self.ib(outputs["pooled"].float(), self.ib_input(images), labels)
             terms["ib_ixf"], terms["ib_iyf"] = ib["ixf"].detach(), ib["iyf"].detach()
@@ -356,7 +364,7 @@ class Trainer:
 
     def log_epoch(self, epoch: int, train_stats: dict[str, float]) -> dict[str, float]:
         """The epoch's scalars to TensorBoard; returns them (the console's epoch line prints them)."""
-        log = {f"loss/{k}": v for k, v in train_stats.items()}
+        log = {k if k.startswith("health/") else f"loss/{k}": v for k, v in train_stats.items()}
         for group in self.optimizer.param_groups:
             log[f"lr/{group['name']}"] = group["lr"]
         for name, module in self.model.attentions.items():
@@ -408,7 +416,7 @@ class Trainer:
         for epoch in range(self.start_epoch, epochs):
             tic = time.perf_counter()
             self.begin_epoch(epoch)
-            train_stats = self.train_epoch(epoch)
+            train_stats = {**self.train_epoch(epoch), **head_health(self.model)}
             self.scheduler.step()
             seconds = time.perf_counter() - tic
             self.elapsed += seconds
@@ -416,6 +424,7 @@ class Trainer:
             due = epoch + 1 == epochs or (cfg.eval.every > 0 and (epoch + 1) % cfg.eval.every == 0)
             rng_ranks = gather_object(rng_state(), self.dist) if self.dist.enabled else None
             if self.dist.is_main:
+                self.health.check(epoch, train_stats)
                 scalars = self.log_epoch(epoch, train_stats)
                 if due and self.val_split is not None:
                     record["val"] = self.evaluate("val")
@@ -444,7 +453,8 @@ class Trainer:
                 last_test = self.evaluate("test")
             metrics = {"dataset": self.dataset.name, "protocol": cfg.eval.protocol, "epochs": epochs,
                        "num_classes": self.num_classes, "train_time_s": self.elapsed, "test": last_test,
-                       "untrained_test": self.untrained, "best_val": self.best, "history": self.history}
+                       "untrained_test": self.untrained, "best_val": self.best,
+                       "health": dict(self.health.events), "history": self.history}
             files = self.finish(metrics)
             self.run.write_metrics(metrics)
             self.logger.close()

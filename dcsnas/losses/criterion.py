@@ -27,6 +27,10 @@ class LossConfig:
     ``ib_clusters``: k of both F and X (None: the number of training identities). ``ib_ixf``: the first
     term, ``authors`` (their bound, constant in the weights) or ``batch_mi`` (the batch's plug-in I(F; X)).
     ``ib_input_size``: [h, w] the input image is average-pooled to before it is flattened into X.
+
+    Triplet: ``triplet_distance`` ``euclidean`` (BoT) or ``cosine`` (1 − cos, scale-invariant: no collapse by
+    shrinking, :class:`~dcsnas.losses.triplet.TripletLoss`); ``triplet_on`` ``features`` (the pooled map before
+    the BNNeck, BoT) or ``embedding`` (the test embedding, after it).
     """
 
     ce_weight: float = 1.0
@@ -34,6 +38,8 @@ class LossConfig:
     triplet_weight: float = 1.0
     triplet_margin: float = 0.3
     triplet_soft_margin: bool = False
+    triplet_distance: Literal["euclidean", "cosine"] = "euclidean"
+    triplet_on: Literal["features", "embedding"] = "features"
     center_weight: float = 0.0
     center_lr: float = 0.5
     deep_supervision_weight: float = 1.0
@@ -48,8 +54,11 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         for name in ("ce_weight", "triplet_weight", "center_weight", "deep_supervision_weight", "ib_weight"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN fails too
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.triplet_soft_margin and not self.triplet_margin > 0:
+            raise ValueError(f"triplet_margin must be > 0 (or set triplet_soft_margin: true), "
+                             f"got {self.triplet_margin}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.ib_warmup_epochs is not None and self.ib_warmup_ratio is not None:
@@ -79,7 +88,7 @@ class ReIDCriterion(nn.Module):
     def __init__(self, cfg: LossConfig, num_classes: int, feature_dim: int):
         super().__init__()
         self.cfg = cfg
-        self.triplet = TripletLoss(cfg.triplet_margin, cfg.triplet_soft_margin)
+        self.triplet = TripletLoss(cfg.triplet_margin, cfg.triplet_soft_margin, cfg.triplet_distance)
         self.center = CenterLoss(num_classes, feature_dim) if cfg.center_weight > 0 else None
 
     def forward(self, outputs: dict, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -90,7 +99,7 @@ class ReIDCriterion(nn.Module):
                      for logits in outputs["logits"])
             terms["ce"] = cfg.ce_weight * ce
         if cfg.triplet_weight > 0:
-            terms["triplet"] = cfg.triplet_weight * self.triplet(outputs["features"], labels)
+            terms["triplet"] = cfg.triplet_weight * self.triplet(outputs[cfg.triplet_on], labels)
         if self.center is not None:
             terms["center"] = cfg.center_weight * self.center(outputs["features"], labels)
         aux = outputs.get("aux_logits") or []

@@ -1,4 +1,4 @@
-"""Batch-hard triplet loss (Hermans et al., 2017)."""
+"""Batch-hard triplet loss (Hermans et al., 2017), on Euclidean or cosine distances."""
 
 from __future__ import annotations
 
@@ -14,18 +14,33 @@ def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(1e-12).sqrt()
 
 
+def pairwise_cosine_distance(x: torch.Tensor) -> torch.Tensor:
+    """``[B, D]`` → ``[B, B]`` cosine distances ``1 - cos(x_i, x_j)``, in [0, 2]."""
+    unit = F.normalize(x, dim=1)
+    return 1.0 - unit @ unit.t()
+
+
 class TripletLoss(nn.Module):
     """For each anchor, the hardest positive (largest distance, same label) and the hardest negative
     (smallest distance, other label): ``mean(relu(d_ap - d_an + margin))``, or with ``soft_margin=True``
-    ``mean(softplus(d_ap - d_an))``. Distances are computed in fp32."""
+    ``mean(softplus(d_ap - d_an))``. Distances are computed in fp32.
 
-    def __init__(self, margin: float = 0.3, soft_margin: bool = False):
+    ``distance="euclidean"`` (BoT) can be lowered by shrinking every feature towards one point: once the
+    hardest positive is farther than the hardest negative, that is the loss's easiest descent, and on a
+    from-scratch CPU budget it collapses the embedding (``docs/training_recipe.md``). ``"cosine"``
+    (``1 - cos``, scale-invariant) has no such direction."""
+
+    def __init__(self, margin: float = 0.3, soft_margin: bool = False, distance: str = "euclidean"):
         super().__init__()
+        if distance not in ("euclidean", "cosine"):
+            raise ValueError(f"triplet distance must be 'euclidean' or 'cosine', got {distance!r}")
         self.margin = margin
         self.soft_margin = soft_margin
+        self.distance = distance
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        dist = pairwise_euclidean(features.float())
+        x = features.float()
+        dist = pairwise_euclidean(x) if self.distance == "euclidean" else pairwise_cosine_distance(x)
         same = labels[:, None] == labels[None, :]
         d_ap = dist.masked_fill(~same, float("-inf")).amax(dim=1)
         d_an = dist.masked_fill(same, float("inf")).amin(dim=1)

@@ -110,7 +110,8 @@ class ReIDModel(nn.Module):
         return self.head(fmap)
 
     def forward(self, x: torch.Tensor):
-        """Training mode: ``{"logits", "features", "aux_logits", "pooled"}``; evaluation: ``[B, embedding_dim]``."""
+        """Training mode: ``{"logits", "features", "embedding", "aux_logits", "pooled"}``; evaluation:
+        ``[B, embedding_dim]``."""
         return self._outputs(*self._run(x))
 
 

@@ -1,8 +1,9 @@
 """Re-ID heads on the final feature map ``[B, C, H, W]``, by name: ``create_head("pcb", C, num_classes, parts=6)``.
 
 Contract (torchreid style): in training mode a head returns ``{"logits": [Tensor[B, num_classes], ...],
-"features": Tensor[B, D]}`` (one logits tensor per classifier, for the cross-entropy terms; ``features`` for
-the metric losses: triplet, centre); in evaluation mode it returns the test embedding ``Tensor[B, D]``,
+"features": Tensor[B, D], "embedding": Tensor[B, D]}`` (one logits tensor per classifier, for the cross-entropy
+terms; ``features`` for the metric losses: triplet, centre; ``embedding``, the test embedding with training-mode
+statistics, for a triplet on it); in evaluation mode it returns the test embedding ``Tensor[B, D]``,
 ``D = head.embedding_dim``. Registry: ``HEADS`` (:class:`~dcsnas.utils.registry.Registry`).
 """
 
@@ -37,7 +38,7 @@ class BNNeck(nn.Module):
         embedding = self.bn(features)
         if not self.training:
             return embedding
-        return {"logits": [self.classifier(embedding)], "features": features}
+        return {"logits": [self.classifier(embedding)], "features": features, "embedding": embedding}
 
 
 @HEADS.register("pcb")
@@ -90,7 +91,8 @@ class PCB(nn.Module):
         embedding = torch.cat(parts, dim=1)
         if not self.training:
             return embedding
-        return {"logits": [c(p) for c, p in zip(self.classifiers, parts)], "features": embedding}
+        return {"logits": [c(p) for c, p in zip(self.classifiers, parts)], "features": embedding,
+                "embedding": embedding}
 
 
 def create_head(name: str, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
