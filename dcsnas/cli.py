@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dcsnas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.set_defaults(commands=sub.choices)  # name → parser: an unknown flag is reported with its command's usage
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"dcsnas.commands.{info.name}").register(sub)
@@ -65,7 +66,9 @@ def error_message(exc: DcsnasError) -> str:
 def main(argv: list[str] | None = None) -> int:
     passive_openmp()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     warnings.formatwarning = _format_warning
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dcsnas.cli import main
 from dcsnas.engine.trainer import Trainer
 
@@ -84,3 +86,11 @@ def test_default_threads_are_the_cores_the_process_may_use(tiny_data, tmp_path):
             f"Trainer(cfg, create_run_dir({str(tmp_path / 'run')!r}, 'train', cfg), show_progress=False); "
             "print(torch.get_num_threads())")
     assert _threads_in_fresh_process({}, code) == "1"
+
+
+def test_an_unknown_flag_is_reported_with_its_commands_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--features", "f.npz", "--bogus"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("usage: dcsnas eval ")
+    assert "dcsnas eval: error: unrecognized arguments: --bogus" in err
