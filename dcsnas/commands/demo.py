@@ -19,7 +19,7 @@ def register(subparsers) -> None:
                         help="the synthetic data set's folder (default: data/synthetic-small; with --quick "
                              "data/synthetic-tiny)")
     parser.add_argument("--quick", action="store_true",
-                        help="the tiny preset and one epoch per step: about a minute (a smoke test; its "
+                        help="the tiny preset and one epoch per step: under a minute (a smoke test; its "
                              "accuracies are noise)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)

@@ -23,13 +23,11 @@ EVAL_KEYS = (("mAP", "mAP"), ("rank-1", "R1"), ("rank-5", "R5"), ("rank-10", "R1
 
 
 class Console:
-    """Lines to ``stream`` (default: stderr) and appended to ``path``; silent when ``enabled`` is False
-    (non-main DDP ranks)."""
+    """Lines to ``stream`` (default: stderr) and appended to ``path`` (opened per line: nothing stays open);
+    silent when ``enabled`` is False (non-main DDP ranks)."""
 
     def __init__(self, path: str | Path | None, enabled: bool = True, stream: TextIO | None = None):
-        self.enabled = enabled
-        self.stream = stream
-        self._file = open(path, "a", encoding="utf-8") if (enabled and path is not None) else None
+        self.enabled, self.path, self.stream = enabled, path, stream
 
     def print(self, text: str = "") -> None:
         if not self.enabled:
@@ -38,14 +36,9 @@ class Console:
         stream = self.stream or sys.stderr
         stream.write(text)
         stream.flush()
-        if self._file is not None:
-            self._file.write(text)
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as log:
+                log.write(text)
 
 
 def aligned(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:

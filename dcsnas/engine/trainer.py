@@ -460,7 +460,6 @@ class Trainer:
             self.logger.close()
             for line in results_block(metrics, files):
                 self.console.print(line)
-            self.console.close()
         return metrics
 
 
