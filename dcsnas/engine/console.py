@@ -101,7 +101,9 @@ def results_block(metrics: dict[str, Any], files: dict[str, Any]) -> list[str]:
     """The results block: the test metrics, the untrained reference and the best
     validation epoch when present, the training time, then ``files`` (label → path)."""
     test = metrics["test"]
-    lines = [f"results on {metrics['dataset']} ({metrics['protocol']} protocol) after {metrics['epochs']} epochs, "
+    epochs = metrics["epochs"]
+    lines = [f"results on {metrics['dataset']} ({metrics['protocol']} protocol) after {epochs} "
+             f"epoch{'s' * (epochs != 1)}, "
              f"trained in {metrics['train_time_s']:.1f}s:",
              "  " + eval_text("test", test)]
     if metrics.get("untrained_test"):
