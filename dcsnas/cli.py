@@ -9,6 +9,9 @@ error raised in a DataLoader worker arrives wrapped with the worker's traceback:
 printed); so do the file system's errors (an ``OSError`` with an errno: read-only, no space left, no
 permission), as one line naming the path and the cause. SIGINT and SIGTERM end the command with one line
 and exit 130 and 143; checkpoints are written atomically, so the last one is intact.
+
+Before any command imports torch, OpenMP's wait policy is made passive unless the user set one
+(:mod:`dcsnas.utils.threads`: busy-waiting threads make a run many times slower beside other work).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import warnings
 import dcsnas.commands as commands
 from dcsnas import __version__
 from dcsnas.errors import DcsnasError
+from dcsnas.utils.threads import passive_openmp
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dcsnas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.set_defaults(commands=sub.choices)  # name → parser: an unknown flag is reported with its command's usage
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"dcsnas.commands.{info.name}").register(sub)
@@ -67,8 +72,11 @@ def os_error_message(exc: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    passive_openmp()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     warnings.formatwarning = _format_warning
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

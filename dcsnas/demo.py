@@ -19,6 +19,7 @@ from typing import Any, Callable, Literal
 import dcsnas
 from dcsnas.compare import compare_runs, format_table
 from dcsnas.compare.runs import attention_label
+from dcsnas.compare.table import si
 from dcsnas.config import load_config
 from dcsnas.data.synthetic import GENERATOR_VERSION, META_NAME, PRESETS, generate
 from dcsnas.engine.config import TrainConfig
@@ -26,6 +27,7 @@ from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir, pipeline_
 from dcsnas.engine.trainer import Trainer
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import write_arch
+from dcsnas.models.builder import arch_params
 from dcsnas.nas.arch import load_arch_in_space
 from dcsnas.nas.config import SearchConfig
 from dcsnas.nas.search import Searcher
@@ -178,10 +180,12 @@ class Demo:
             arch = load_arch_in_space(run.arch)
             placed = [f"{s.name}: {attention_label(s.attention.name, s.attention.options)}"
                       for s in arch.stages if s.attention is not None]
-            line = (f"  derived network: {arch.flops / 1e6:.1f} MFLOPs, {arch.params / 1e6:.2f} M parameters, "
+            line = (f"  derived network: {arch.flops / 1e6:.2f} MFLOPs, {si(arch_params(str(run.arch)))} parameters, "
                     f"attention {', '.join(placed) or 'none'}")
         elif untrained:
-            line += f" (untrained: mAP {_percent(untrained['mAP'])})"
+            line += f" (untrained: mAP {_percent(untrained['mAP'])}"
+            line += (": no better than the untrained network, too little training to mean anything)"
+                     if test["mAP"] <= untrained["mAP"] else ")")
         epochs = metrics["epochs"]
         self.log(f"{line}, {epochs} epoch{'s' * (epochs != 1)} in {_duration(metrics['train_time_s'])}")
 
@@ -194,6 +198,7 @@ class Demo:
             report = json.loads(saved.read_text())
             if [row["path"] for row in report["rows"]] == [str(run) for run in runs]:
                 self.log(f"  {saved} is newer than the runs: skipped")
-                report["table"] = format_table(report["rows"], DEVICES, report["profile"]["repeats"] or None)
+                report["table"] = format_table(report["rows"], DEVICES, report["profile"]["repeats"] or None,
+                                               report["profile"].get("noisy", ""))
                 return report
         return compare_runs(runs, self.out / "compare", DEVICES)

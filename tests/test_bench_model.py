@@ -25,6 +25,12 @@ def test_bench_model_reports_the_models_flops(tmp_path, capsys):
     model = create_model(load_config(TrainConfig, TINY).model, 12)
     assert result["flops"] == count_flops(model, (1, 3, 64, 32)) > 0
     assert result["input_shape"] == [1, 3, 64, 32] and result["latency_ms"] > 0
+    # params: the inference network's (the count compare and the training's start-up block print): no identity
+    # classifier, no deep-supervision branch, so the number of training identities does not change it
+    training_only = model.head.classifier.weight.numel() + sum(p.numel() for p in model.deep_supervision.parameters())
+    assert result["params"] == result["params_total"] - training_only and training_only > 0
+    assert main(args[:-4] + ["--num-classes", "751"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == result["params"]
 
 
 def test_bench_model_train_mode_and_bad_input(capsys):

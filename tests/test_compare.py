@@ -112,13 +112,51 @@ def test_compare_table_csv_json_and_figures(runs, tmp_path, capsys):
     assert table[0]["cpu_latency_ms"] == "" and int(table[2]["flops"]) == rows["searched_tiny"]["flops"]
 
     lines = printed.splitlines()
-    assert lines[0].split()[:5] == ["run", "kind", "IB", "mAP", "R-1"]
-    assert lines[3].split()[:4] == ["mbv2_dcs", "fixed", "0.1:batch_mi", "36.0"] and lines[3].rstrip().endswith("*")
-    assert lines[2].split()[:3] == ["mbv2_base", "fixed", "off"]
-    assert lines[2].split()[10] == "-"  # CPU ms, not measured
+    assert lines[0].split()[:7] == ["run", "kind", "input", "epochs", "IB", "mAP", "R-1"]
+    assert lines[3].split()[:6] == ["mbv2_dcs", "fixed", "64x32", "3", "0.1:batch_mi", "36.0"]
+    assert lines[3].rstrip().endswith("*")
+    assert lines[2].split()[:5] == ["mbv2_base", "fixed", "64x32", "3", "off"]
+    assert lines[2].split()[12] == "-"  # CPU ms, not measured
     for name in ("map_vs_flops.png", "cmc.png", "arch_searched_tiny.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 400
+
+
+def test_runs_at_two_input_sizes_warn_and_show_the_sizes(runs, tmp_path, capsys):
+    """A 128x64 run beside 64x32 ones (as a pipeline that retrains at another size): a warning naming each
+    run's size and epochs, the sizes in the table and in the figure's legend (a marker fill per setting)."""
+    big = make_run(tmp_path, "mbv2_128x64", ModelConfig(backbone="mobilenetv2", width_mult=0.25), 0.4)
+    cfg = yaml.safe_load((big / "config.yaml").read_text())
+    cfg["data"]["transforms"].update(height=128, width=64)
+    (big / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "cmp"
+    with pytest.warns(UserWarning, match="differ in input size or training epochs") as caught:
+        assert main(["compare", str(runs[0]), str(big), "--out", str(out), "--device", "cpu", "--no-latency"]) == 0
+    printed = capsys.readouterr().out
+    message = next(str(w.message) for w in caught if "input size" in str(w.message))
+    assert "mbv2_base: 64x32, 3 epochs" in message and "mbv2_128x64: 128x64, 3 epochs" in message
+    table = {line.split()[0]: line.split() for line in printed.splitlines() if line.startswith("mbv2_")}
+    assert table["mbv2_base"][2] == "64x32" and table["mbv2_128x64"][2] == "128x64"
+    report = json.loads((out / "compare.json").read_text())
+    assert [r["setting"] for r in report["rows"]] == ["64x32, 3 epochs", "128x64, 3 epochs"]
+    # the FLOPs were counted at each run's own size: about 4x for twice the height and width
+    flops = {r["run"]: r["flops"] for r in report["rows"]}
+    assert 3.5 < flops["mbv2_128x64"] / flops["mbv2_base"] < 4.5
+
+
+@pytest.mark.parametrize("load, noisy", [(0.0, False), (1e3, True)])
+def test_latency_on_a_busy_machine_is_marked_noisy(runs, tmp_path, capsys, monkeypatch, load, noisy):
+    """Other processes' runnable tasks are read from /proc/loadavg's 4th field (here a fake file)."""
+    import dcsnas.compare
+
+    fake = tmp_path / "loadavg"
+    fake.write_text(f"0.5 0.5 0.5 {int(load) + 1}/200 123\n")
+    original = dcsnas.compare.other_runnable
+    monkeypatch.setattr(dcsnas.compare, "LOADAVG", fake)
+    assert original(samples=2, interval_s=0) == load
+    assert main(["compare", str(runs[0]), "--device", "cpu", "--repeats", "1", "--warmup", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert ("NOISY: CPU latency and memory were measured on a busy machine (1000.0 other runnable" in printed) == noisy
 
 
 def test_runs_of_different_data_sets_are_refused(runs, tmp_path, capsys):
@@ -150,13 +188,13 @@ def test_different_evaluation_settings_warn(runs):
 
 
 def test_table_marks_missing_values_and_units():
-    row = {"run": "a", "kind": "fixed", "ib": "0.1:authors", "mAP": 0.5, "rank-1": 0.6, "rank-5": 0.7, "rank-10": None,
-           "mINP": 0.2, "params": 2_250_000, "flops": 8_110_000_000, "cpu_latency_ms": 12.345,
-           "cpu_peak_memory_mb": 7.06, "train_time_s": 5400.0, "pareto": True}
+    row = {"run": "a", "kind": "fixed", "input": "256x128", "epochs": 120, "ib": "0.1:authors", "mAP": 0.5,
+           "rank-1": 0.6, "rank-5": 0.7, "rank-10": None, "mINP": 0.2, "params": 2_250_000, "flops": 8_110_000_000,
+           "cpu_latency_ms": 12.345, "cpu_peak_memory_mb": 7.06, "train_time_s": 5400.0, "pareto": True}
     lines = format_table([row], ["cpu"], repeats=20).splitlines()
-    assert lines[2].split() == ["a", "fixed", "0.1:authors", "50.0", "60.0", "70.0", "-", "20.0", "2.25M", "8.11G",
-                                "12.35", "7.06", "90.0min", "*"]
-    assert "median of 20 forwards at batch 1" in lines[3]
+    assert lines[2].split() == ["a", "fixed", "256x128", "120", "0.1:authors", "50.0", "60.0", "70.0", "-", "20.0",
+                                "2.25M", "8.11G", "12.35", "7.06", "90.0min", "*"]
+    assert "median of 20 forwards at batch 1" in lines[3] and "NOISY" not in "\n".join(lines)
 
 
 def test_resnet_arch_diagram(tmp_path):

@@ -138,3 +138,32 @@ def test_unreadable_images_are_named_and_refused(tiny_run, tiny_data, tmp_path):
     assert f"'{broken}'" in message and f"'{tmp_path / 'missing.png'}'" in message and good[0] not in message
     with pytest.raises(DataError, match=r"expected images \[N, 3, H, W\]"):
         extractor(torch.zeros(2, 4, 8, 8))
+
+
+def test_cross_domain_eval_equals_extract_then_eval_features(tiny_run, tmp_path, capsys):
+    """``eval --run R --dataset D --root ROOT`` on another synthetic set (seed 1, other people and cameras)
+    gives the metrics of ``extract --query --gallery`` + ``eval --features`` with the same weights."""
+    from dcsnas.data.synthetic import GALLERY_DIR, QUERY_DIR, generate
+
+    other = tmp_path / "synthetic-seed1"
+    generate("tiny", 1, other, show_progress=False)
+    assert main(["eval", "--run", str(tiny_run), "--dataset", "synthetic", "--root", str(other), "--no-progress"]) == 0
+    cross = json.loads(capsys.readouterr().out)
+    features = tmp_path / "seed1.npz"
+    assert main(["extract", "--run", str(tiny_run), "--query", str(other / QUERY_DIR), "--gallery",
+                 str(other / GALLERY_DIR), "--out", str(features)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--features", str(features), "--metric", cross["metric"]]) == 0
+    two_steps = json.loads(capsys.readouterr().out)
+    assert cross["root"] == str(other) and cross["trained_on"] == "synthetic"
+    assert (cross["num_queries"], cross["num_gallery"]) == (two_steps["num_queries"], two_steps["num_gallery"])
+    for key in ("mAP", "mINP", "rank-1", "rank-5", "rank-10"):
+        assert cross[key] == pytest.approx(two_steps[key], abs=1e-6), key
+    assert main(["eval", "--run", str(tiny_run), "--no-progress"]) == 0
+    same_domain = json.loads(capsys.readouterr().out)
+    assert same_domain["mAP"] != cross["mAP"]  # another data set was evaluated indeed
+
+
+def test_dataset_without_run_is_refused(tmp_path, capsys):
+    assert main(["eval", "--features", str(tmp_path / "f.npz"), "--dataset", "market1501"]) == 2
+    assert "--dataset and --root need --run DIR" in capsys.readouterr().err

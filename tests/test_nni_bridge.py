@@ -224,7 +224,7 @@ def test_search_command_runs_an_nni_strategy(tiny_data, tmp_path, capsys):
     assert cli_main(["search", "--strategy", "nni:random", "--config", config, "--out", str(tmp_path / "run"),
                      *common]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["strategy"] == "nni:random" and load_arch(printed["path"]).search["strategy"] == "nni:random"
+    assert printed["strategy"] == "nni:random" and load_arch(printed["arch"]).search["strategy"] == "nni:random"
     assert cli_main(["search", "--strategy", "nni:random", "--config", config, "--out", str(tmp_path / "run"),
                      "--resume", *common]) == 2
     assert "--resume" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from dcsnas.bench.model import count_inference_params, profile_model, profile_mo
 from dcsnas.models.builder import ModelConfig, create_model
 from dcsnas.utils.flops import count_flops, count_params
 
-KEYS = {"params", "inference_params", "flops", "weights_mb", "latency_ms", "latency_min_ms", "peak_memory_mb",
+KEYS = {"params", "params_total", "flops", "weights_mb", "latency_ms", "latency_min_ms", "peak_memory_mb",
         "input_shape", "device", "threads", "repeats", "warmup", "memory_method"}
 
 
@@ -67,7 +67,7 @@ def test_profile_models_on_cpu():
     for model, shape, result in zip([small, conv], shapes, results):
         assert set(result) == KEYS
         assert result["flops"] == count_flops(model, shape) > 0
-        assert result["params"] == result["inference_params"] == count_params(model)
+        assert result["params"] == result["params_total"] == count_params(model)
         assert result["input_shape"] == list(shape) and result["device"] == "cpu" and result["repeats"] == 2
         assert 0 < result["latency_min_ms"] <= result["latency_ms"]
         assert result["peak_memory_mb"] >= 0

@@ -37,12 +37,19 @@ def test_search_derive_retrain_eval_end_to_end(tiny_data, tmp_path, capsys):
                  f"search.space={TINY_SPACE}", "--out", str(run), "--no-progress"]) == 0
     printed = json.loads(capsys.readouterr().out)
     arch = json.loads((run / "arch.json").read_text())
-    assert printed["flops"] == arch["flops"] and arch["input_size"] == [64, 32] and arch["space"] == "tiny"
+    assert printed["mflops"] == round(arch["flops"] / 1e6, 3) and printed["arch"] == str(run / "arch.json")
+    # the parameters dcsnas prints everywhere: the cost table's backbone (arch.json) + the BNNeck's BatchNorm
+    assert printed["mparams"] == pytest.approx((arch["params"] + 2 * arch["head_channels"]) / 1e6, abs=1e-9)
+    assert arch["input_size"] == [64, 32] and arch["space"] == "tiny"
     # the entropy of the choices stays at its initial (near-uniform) value during the weight warm-up, then
     # falls with every epoch of architecture steps
     history = json.loads((run / "metrics.json").read_text())["history"]
     entropy = [h["train"]["arch/entropy"] for h in history]
     assert len(entropy) == 4 and entropy[3] < entropy[2] < entropy[1] < entropy[0] < 1.1
+    # per epoch: a heat map of softmax(α) and a log line with the argmax architecture and its MFLOPs
+    assert [p.name for p in sorted((run / "alpha").glob("*.png"))] == [f"epoch_00{e}.png" for e in range(1, 5)]
+    lines = [line for line in (run / "log.txt").read_text().splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 4 and all("| argmax s1/width: " in line and "arch/argmax_mflops" in line for line in lines)
     assert entropy[3] < 0.985 * entropy[0]  # seeds 0-2 of this recipe: entropy[3] / entropy[0] = 0.971-0.980
     assert {"arch_step/ce", "arch_step/triplet", "arch_step/mflops", "ce", "triplet"} <= set(history[-1]["train"])
     assert "arch_step/ce" not in history[0]["train"]  # warm-up: weight steps only

@@ -37,6 +37,9 @@ def test_train_writes_run_directory(tiny_data, tmp_path, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["mAP"] == metrics["test"]["mAP"] and evaluated["epoch"] == 1
     assert len(list((tmp_path / "ev" / "ranks").glob("*.png"))) == 2
+    # the trained network's attention maps and DCS masks for those queries, and the t-SNE of the embeddings
+    assert evaluated["attention_maps"]["count"] == 2 and len(list((tmp_path / "ev" / "attention").glob("*.png"))) == 2
+    assert evaluated["tsne"]["points"] > 0 and (tmp_path / "ev" / "tsne.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("workers", [0, 2])

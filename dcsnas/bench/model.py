@@ -32,7 +32,7 @@ from torch import nn
 
 from dcsnas.bench.memory import METHODS, memory_env, peak_memory
 from dcsnas.losses.criterion import LossConfig, ReIDCriterion
-from dcsnas.utils.flops import count_flops, count_params
+from dcsnas.utils.flops import count_flops, count_inference_params, count_params
 
 ROUNDS = 5  # interleaved latency rounds over the models of one profile_models call
 
@@ -78,44 +78,6 @@ def _latencies_ms(models: Sequence[nn.Module], input_shapes: Sequence[Sequence[i
                 _sync(device)
                 into.append((time.perf_counter() - start) * 1000)
     return times
-
-
-def _tensors(out: Any) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)):
-        return [t for item in out for t in _tensors(item)]
-    return []
-
-
-def count_inference_params(model: nn.Module, input_shape: Sequence[int], device: torch.device | str = "cpu") -> int:
-    """Parameters that ``model``'s eval-mode forward uses (a Re-ID model's identity classifiers and
-    deep-supervision branches are not used): those of every module it calls, and those its output depends
-    on through autograd (weights read by a functional call). The model's mode and ``requires_grad`` flags
-    are restored; ``.grad`` is left untouched."""
-    params = list(model.parameters())
-    flags, was_training = [p.requires_grad for p in params], model.training
-    called: set[int] = set()
-    hooks = [m.register_forward_pre_hook(lambda module, args: called.add(id(module))) for m in model.modules()]
-    try:
-        model.eval()
-        for p in params:
-            p.requires_grad_(True)
-        with torch.enable_grad():
-            outputs = [t for t in _tensors(model(torch.randn(tuple(input_shape), device=device))) if t.requires_grad]
-            grads = (torch.autograd.grad([t.float().sum() for t in outputs], params, allow_unused=True)
-                     if outputs else [None] * len(params))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-        model.train(was_training)
-    used = {id(p) for m in model.modules() if id(m) in called for p in m.parameters(recurse=False)}
-    used |= {id(p) for p, g in zip(params, grads) if g is not None}
-    return sum(p.numel() for p in params if id(p) in used)
 
 
 @contextmanager
@@ -192,7 +154,7 @@ def profile_models(models: Sequence[nn.Module], input_shapes: Sequence[Sequence[
     for model, shape, times in zip(models, input_shapes, latencies):
         weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
         results.append({
-            "params": count_params(model), "inference_params": count_inference_params(model, shape, device),
+            "params": count_inference_params(model, shape, device), "params_total": count_params(model),
             "flops": count_flops(model, tuple(shape), device),
             "weights_mb": weights / 2**20,
             "latency_ms": statistics.median(times) if times else None,
@@ -214,7 +176,8 @@ def profile_model(model: nn.Module, input_shape: Sequence[int], device: torch.de
                   repeats: int = 20, warmup: int = 3, latency: bool = True) -> dict[str, Any]:
     """Cost of ``model`` (moved to ``device``; its train/eval mode is restored afterwards).
 
-    Returns ``params`` (all), ``inference_params`` (:func:`count_inference_params`), ``flops`` (one forward
+    Returns ``params`` (those the inference forward uses: :func:`count_inference_params`, the count dcsnas
+    reports everywhere), ``params_total`` (all, with training-only classifiers), ``flops`` (one forward
     of the whole ``input_shape`` batch), ``weights_mb`` (MiB of parameters and buffers), ``peak_memory_mb``
     (MiB of one forward above the weights and input; ``None`` where it cannot be measured), ``latency_ms``
     and ``latency_min_ms`` (median and minimum over ``repeats`` forwards, ms; ``None`` with

@@ -42,4 +42,12 @@ def run(args: argparse.Namespace) -> None:
     arch = derive_arch(space, distribution.argmax(), costs, search_info(cfg, space))
     out = args.out or run_dir.arch
     write_arch(out, arch)
-    print_json({"arch": str(out), "flops": arch.flops, "params": arch.params})
+    print_json(arch_summary(out, arch.flops))
+
+
+def arch_summary(path, flops: int) -> dict:
+    """The printed summary of an arch.json: its path, MFLOPs per image (multiply-add = 2) and M parameters of
+    the inference network (:func:`~dcsnas.models.builder.arch_params`)."""
+    from dcsnas.models.builder import arch_params
+
+    return {"arch": str(path), "mflops": round(flops / 1e6, 3), "mparams": round(arch_params(str(path)) / 1e6, 6)}

@@ -1,7 +1,8 @@
 """``dcsnas eval``: Re-ID metrics (mAP, mINP, CMC) printed as JSON.
 
 The features come from a file (``--features FILE.npz``) or from a trained run (``--run DIR``: its model and
-checkpoint on its data set's query and gallery); both end in :func:`dcsnas.metrics.evaluate_features`.
+checkpoint on its data set's query and gallery, or with ``--dataset``/``--root`` on another data set's:
+cross-domain evaluation); both end in :func:`dcsnas.metrics.evaluate_features`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dcsnas.errors import ConfigError, DataError
 
 METRICS = ("euclidean", "cosine")
 PROTOCOLS = ("market", "cuhk03")
+MAX_ATTENTION_FIGURES = 8
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source.add_argument("--run", metavar="DIR", help="a run directory of dcsnas train/retrain")
     p.add_argument("--checkpoint", choices=("last", "best"), default="last", help="with --run (default: last)")
+    p.add_argument("--dataset", metavar="NAME", help="with --run: evaluate on this data set's query and gallery "
+                   "instead of the run's (cross-domain, e.g. trained on market1501, evaluated on dukemtmcreid)")
+    p.add_argument("--root", metavar="DIR", help="with --run: the folder of --dataset (default: the run's data.root)")
+    p.add_argument("--no-progress", action="store_true", help="with --run: no progress bars")
     p.add_argument("--flip", action="store_true", help="with --run: average with the flipped image's features")
     p.add_argument("--device", default="auto", help="with --run: auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--metric", choices=METRICS,
@@ -42,7 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="seed of the cuhk03 protocol's random draws (default: the run's eval.protocol_seed "
                         "with --run, else 0)")
     p.add_argument("--chunk-size", type=int, metavar="N", help="queries evaluated at a time (default: automatic)")
-    p.add_argument("--visualize", type=int, metavar="K", help="write a PNG rank list (query + top K) per query")
+    p.add_argument("--visualize", type=int, metavar="K",
+                   help="write a PNG rank list (query + top K) per query; with --run also the attention maps and DCS "
+                        "channel masks of the trained network for the first (up to 8) queries, and a t-SNE of the "
+                        "query/gallery embeddings coloured by identity")
     p.add_argument("--vis-queries", type=int, metavar="N", help="draw only the first N queries (default: all)")
     p.add_argument("--out", metavar="DIR", help="folder for metrics.json and the rank lists (ranks/); not a run "
                    "directory")
@@ -57,6 +66,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if args.visualize is not None and args.out is None:
         raise ConfigError("--visualize needs --out DIR for the images")
+    if (args.dataset or args.root) and not args.run:
+        raise ConfigError("--dataset and --root need --run DIR (a features file is already computed on its data)")
     if args.vis_queries is not None and args.visualize is None:
         raise ConfigError("--vis-queries needs --visualize K")
 
@@ -70,6 +81,35 @@ def _refuse_search_run(path: str) -> None:
         raise ConfigError(f"'{path}' is the run directory of an architecture search, not of a trained network: "
                           f"derive its network (dcsnas derive {path}), retrain it (dcsnas retrain --arch "
                           f"{run.arch} --config FILE --out DIR) and evaluate that run")
+
+
+def _network_views(args: argparse.Namespace, data: dict, count: int) -> dict:
+    """With ``--run --visualize``: ``attention/`` (attention maps and DCS masks of the run's network on the first
+    ``count`` queries; none for a network without attention) and ``tsne.png`` in ``--out``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from dcsnas.data.transforms import build_transforms
+    from dcsnas.engine.attention_maps import attention_outputs, save_attention_figures
+    from dcsnas.engine.inference import load_run_model
+    from dcsnas.metrics.tsne import plot_tsne
+
+    out, views = Path(args.out), {}
+    loaded = load_run_model(args.run, args.checkpoint, finished=False)
+    if len(loaded.model.attentions):
+        size = loaded.config.data.transforms
+        paths = [str(p) for p in data["q_paths"][:count]]
+        images = [Image.open(p).convert("RGB") for p in paths]
+        batch = torch.stack([build_transforms(size, False)(img) for img in images])
+        written = save_attention_figures(out / "attention", [img.resize((size.width, size.height)) for img in images],
+                                         attention_outputs(loaded.model, batch),
+                                         [f"{i:05d}_{Path(p).stem}" for i, p in enumerate(paths)])
+        views["attention_maps"] = {"dir": str(out / "attention"), "count": len(written)}
+    arrays = {k: np.asarray(data[k].cpu() if hasattr(data[k], "cpu") else data[k]) for k in ("qf", "gf")}
+    points = plot_tsne(arrays["qf"], arrays["gf"], data["q_pids"], data["g_pids"], out / "tsne.png")
+    views["tsne"] = {"path": str(out / "tsne.png"), "points": points}
+    return views
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         from dcsnas.engine.evaluator import extract_run_features
 
         _refuse_search_run(args.run)
-        data, info = extract_run_features(args.run, args.checkpoint, args.flip or None, args.device)
+        data, info = extract_run_features(args.run, args.checkpoint, args.flip or None, args.device,
+                                          not args.no_progress, args.dataset, args.root)
         args.rerank = args.rerank or info["rerank"]
     else:
         data = load_features(args.features)
@@ -121,5 +162,7 @@ def run(args: argparse.Namespace) -> int:
             data["q_pids"], data["g_pids"], queries=range(n),
         )
         report["rank_lists"] = {"dir": str(Path(args.out) / "ranks"), "count": len(paths)}
+        if args.run:
+            report.update(_network_views(args, data, min(n, MAX_ATTENTION_FIGURES)))
     print_json(report)
     return 0

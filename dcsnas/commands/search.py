@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> None:
     metrics = searcher.fit()
     if searcher.dist.is_main:
         test = {k: v for k, v in metrics["test"].items() if k != "cmc"}
-        print_json({"run": str(run_dir.path), "strategy": "dcs", **metrics["arch"], "supernet_test": test})
+        print_json({"run": str(run_dir.path), "strategy": "dcs", **_arch(metrics), "supernet_test": test})
     cleanup(searcher.dist)
 
 
@@ -61,4 +61,11 @@ def run_nni(args: argparse.Namespace) -> None:
 
     cfg, run_dir = prepare_run(args, "search", NNISearchConfig)
     metrics = run_nni_search(cfg, run_dir, args.strategy, show_progress=not args.no_progress)
-    print_json({"run": str(run_dir.path), "strategy": args.strategy, **metrics["arch"]})
+    print_json({"run": str(run_dir.path), "strategy": args.strategy, **_arch(metrics)})
+
+
+def _arch(metrics: dict) -> dict:
+    from dcsnas.commands.derive import arch_summary
+
+    arch = metrics["arch"]
+    return arch_summary(arch["path"], arch["flops"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -26,7 +27,7 @@ import torch
 from dcsnas.bench.model import profile_models
 from dcsnas.compare.pareto import pareto_front
 from dcsnas.compare.plots import plot_arch, plot_cmc, plot_pareto
-from dcsnas.compare.runs import CompareRun, load_run, load_runs
+from dcsnas.compare.runs import CompareRun, load_run, load_runs, setting
 from dcsnas.compare.seeds import (
     ACCURACY,
     CONFIDENCE,
@@ -44,7 +45,8 @@ from dcsnas.utils.io import atomic_write_json
 __all__ = ["CompareRun", "compare_runs", "format_table", "load_run", "load_runs", "pareto_front", "profile_runs",
            "summarize_over_seeds"]
 
-GROUP_CONSTANT = ("kind", "backbone", "attention", "input", "epochs", "params", "flops")
+LOADAVG = Path("/proc/loadavg")  # Linux: its 4th field counts the runnable tasks now
+GROUP_CONSTANT = ("kind", "backbone", "attention", "input", "epochs", "setting", "params", "flops")
 
 
 def profile_runs(runs: Sequence[CompareRun], device: str = "cpu", repeats: int = 20, warmup: int = 3,
@@ -54,6 +56,18 @@ def profile_runs(runs: Sequence[CompareRun], device: str = "cpu", repeats: int =
     models = [create_model(replace(r.model_config(), pretrained=False), r.metrics["num_classes"]) for r in runs]
     shapes = [(1, 3, *r.input_size) for r in runs]
     return profile_models(models, shapes, device, repeats, warmup, latency)
+
+
+def other_runnable(samples: int = 20, interval_s: float = 0.05) -> float:
+    """The mean number of runnable tasks of other processes over ``samples`` reads of ``/proc/loadavg`` (its
+    running-tasks field, minus this reading thread); the 1-minute load average where that file is missing."""
+    if not LOADAVG.is_file():
+        return os.getloadavg()[0]
+    counts = []
+    for _ in range(samples):
+        counts.append(int(LOADAVG.read_text().split()[3].split("/")[0]) - 1)
+        time.sleep(interval_s)
+    return sum(counts) / len(counts)
 
 
 def _file_name(name: str) -> str:
@@ -75,7 +89,8 @@ def compare_runs(paths: Sequence[str | Path], out: Optional[str | Path] = None, 
     ``paired``: a run whose seed group is the reference of the paired view.
 
     Returns the report: ``dataset``, ``protocol``, ``profile`` (settings, GPU names, the 1-minute load
-    average before profiling: CPU latencies are only comparable on a quiet machine), ``rows``
+    average before profiling, :func:`other_runnable` after, and ``noisy``: why CPU latencies are unreliable,
+    empty on a quiet machine), ``rows``
     (:func:`~dcsnas.compare.table.build_row`), ``pareto_front`` (run names by increasing FLOPs), ``cmc``
     (run name → CMC list), ``groups`` (:func:`~dcsnas.compare.seeds.summarize_over_seeds` of the rows,
     ``pareto`` on the means), ``paired`` (with ``paired``: :func:`~dcsnas.compare.seeds.paired_differences`),
@@ -83,11 +98,11 @@ def compare_runs(paths: Sequence[str | Path], out: Optional[str | Path] = None, 
     """
     runs = load_runs(paths)
     device_types = [torch.device(d).type for d in devices]
-    load_before = os.getloadavg()[0]
+    load_before = os.getloadavg()[0]  # recorded; includes this process's own recent work (a demo's trainings)
     costs = {t: profile_runs(runs, d, repeats, warmup, latency) for d, t in zip(devices, device_types)}
     rows = [build_row(run, {t: costs[t][i] for t in device_types}) for i, run in enumerate(runs)]
     for run, row in zip(runs, rows):
-        row.update(seed=run.config.seed, seed_group=seed_free_hash(run.config))
+        row.update(seed=run.config.seed, seed_group=seed_free_hash(run.config), setting=setting(run))
     front = pareto_front([(r["flops"], r["mAP"]) for r in rows])
     for i in front:
         rows[i]["pareto"] = True
@@ -97,6 +112,8 @@ def compare_runs(paths: Sequence[str | Path], out: Optional[str | Path] = None, 
     for i, group in enumerate(groups):
         group["pareto"] = i in group_front
     repeated = any(g["n"] > 1 for g in groups)
+    cores, others = os.cpu_count() or 1, other_runnable()
+    noisy = (f"{others:.1f} other runnable tasks on {cores} cores" if latency and others > 0.5 * cores else "")
     dataset, protocol = runs[0].metrics["dataset"], runs[0].metrics["protocol"]
     report: dict[str, Any] = {
         "dataset": dataset, "protocol": protocol,
@@ -104,11 +121,12 @@ def compare_runs(paths: Sequence[str | Path], out: Optional[str | Path] = None, 
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "gpu": {d: torch.cuda.get_device_name(d) for d, t in zip(devices, device_types) if t == "cuda"},
                     "load_average_before": load_before,
+                    "other_runnable_tasks": others, "noisy": noisy,
                     "memory_method": {t: costs[t][0]["memory_method"] for t in device_types}},
         "rows": rows, "pareto_front": [rows[i]["run"] for i in front],
         "cmc": {run.name: run.metrics["test"]["cmc"] for run in runs},
         "groups": groups, "groups_pareto_front": [groups[i]["group"] for i in group_front],
-        "table": format_table(rows, device_types, repeats if latency else None),
+        "table": format_table(rows, device_types, repeats if latency else None, noisy),
     }
     if repeated:
         report["table"] += "\n\n" + format_groups(groups)

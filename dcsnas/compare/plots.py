@@ -16,6 +16,7 @@ from dcsnas.utils.io import atomic_savefig
 
 DPI = 130
 KIND_MARKERS = {"fixed": "o", "searched": "^"}
+SETTING_FILLS = ("full", "none", "left", "bottom")  # one marker fill per input size / epochs setting
 ATTENTION_COLOR = "#d62728"
 RESNET50_BLOCKS = {"layer1": 3, "layer2": 4, "layer3": 6, "layer4": 3}
 
@@ -61,13 +62,20 @@ def plot_pareto(rows: Sequence[dict[str, Any]], front: Sequence[int], path: str 
         if bars:
             bx, by, be = zip(*bars)
             ax.errorbar(bx, by, yerr=be, fmt="none", ecolor="0.2", elinewidth=1, capsize=4, zorder=2.5)
+    settings = list(dict.fromkeys(r.get("setting", "") for r in rows))  # input size and epochs, in order
+    fills = {s: SETTING_FILLS[i % len(SETTING_FILLS)] for i, s in enumerate(settings)}
     for row, x, y, color in zip(rows, xs, ys, _run_colors(len(rows))):
-        ax.scatter([x], [y], marker=KIND_MARKERS[row["kind"]], s=70, color=color, edgecolors="black",
-                   linewidths=0.6, zorder=3)
-        ax.annotate(row["run"], (x, y), textcoords="offset points", xytext=(7, 6), fontsize=8)
+        ax.plot([x], [y], marker=KIND_MARKERS[row["kind"]], markersize=9, color=color, markeredgecolor="black",
+                fillstyle=fills[row.get("setting", "")], markeredgewidth=0.8, linestyle="none", zorder=3)
+        label = row["run"] + (f" ({row['setting']})" if len(settings) > 1 else "")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, 6), fontsize=8)
     for kind, marker in KIND_MARKERS.items():
         if any(r["kind"] == kind for r in rows):
             ax.scatter([], [], marker=marker, color="0.6", edgecolors="black", label=f"{kind} architecture")
+    if len(settings) > 1:  # runs of different input sizes or epochs: not comparable, told apart by the fill
+        for setting in settings:
+            ax.plot([], [], marker="s", color="0.6", markeredgecolor="black", fillstyle=fills[setting],
+                    linestyle="none", label=f"{setting} (differs: not comparable)")
     spread = [100 * e if e is not None else 0.0 for e in errors] if errors is not None else [0.0] * len(ys)
     low, high = min(y - e for y, e in zip(ys, spread)), max(y + e for y, e in zip(ys, spread))
     margin = max(1.0, 0.08 * (high - low))

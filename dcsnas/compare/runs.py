@@ -140,9 +140,16 @@ def load_run(path: str | Path) -> CompareRun:
     return CompareRun(run.path.name, run.path, cfg, metrics, arch_path)
 
 
+def setting(run: CompareRun) -> str:
+    """What a run's figures depend on besides its network: input size (height×width) and training epochs."""
+    height, width = run.input_size
+    return f"{height}x{width}, {run.metrics['epochs']} epochs"
+
+
 def check_comparable(runs: Sequence[CompareRun]) -> None:
     """Runs evaluated on different data sets or protocols raise :class:`~dcsnas.errors.ConfigError` naming each
-    run and its data set; different evaluation settings (distance, flip, re-ranking) only warn."""
+    run and its data set; different input sizes or epochs, and different evaluation settings (distance, flip,
+    re-ranking), only warn, naming each run's."""
     tests = {(r.metrics["dataset"], r.metrics["protocol"]) for r in runs}
     if len(tests) > 1:
         listing = "; ".join(f"{r.path}: data set {r.metrics['dataset']!r}, protocol {r.metrics['protocol']!r}"
@@ -154,6 +161,10 @@ def check_comparable(runs: Sequence[CompareRun]) -> None:
                             for r in runs)
         warnings.warn(f"the runs were evaluated with different settings ({listing}): their accuracies are not "
                       "strictly comparable")
+    if len({setting(r) for r in runs}) > 1:
+        listing = "; ".join(f"{r.name}: {setting(r)}" for r in runs)
+        warnings.warn(f"the runs differ in input size or training epochs ({listing}): accuracy and FLOPs are "
+                      "not comparable between them (the table's input and epochs columns, the figure's markers)")
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[CompareRun]:

@@ -42,7 +42,7 @@ def build_row(run: CompareRun, costs: dict[str, dict[str, Any]]) -> dict[str, An
         "input": "x".join(map(str, run.input_size)), "epochs": run.metrics["epochs"],
         **dict(zip(("ib", "ib_start_epoch"), ib_setting(run))),
         "mAP": test["mAP"], **{f"rank-{r}": test.get(f"rank-{r}") for r in RANKS}, "mINP": test["mINP"],
-        "params": any_cost["inference_params"], "params_total": any_cost["params"], "flops": any_cost["flops"],
+        "params": any_cost["params"], "params_total": any_cost["params_total"], "flops": any_cost["flops"],
     }
     for device, cost in costs.items():
         row[f"{device}_latency_ms"] = cost["latency_ms"]
@@ -72,7 +72,8 @@ def _columns(devices: Sequence[str]) -> list[tuple[str, str, Callable[[Any], str
     def percent(value: float) -> str:
         return f"{100 * value:.1f}"
 
-    cols = [("run", "run", str), ("kind", "kind", str), ("IB", "ib", str), ("mAP", "mAP", percent)]
+    cols = [("run", "run", str), ("kind", "kind", str), ("input", "input", str), ("epochs", "epochs", str),
+            ("IB", "ib", str), ("mAP", "mAP", percent)]
     cols += [(f"R-{r}", f"rank-{r}", percent) for r in RANKS]
     cols += [("mINP", "mINP", percent), ("params", "params", si), ("FLOPs", "flops", si)]
     for device in devices:
@@ -83,9 +84,11 @@ def _columns(devices: Sequence[str]) -> list[tuple[str, str, Callable[[Any], str
     return cols
 
 
-def format_table(rows: Sequence[dict[str, Any]], devices: Sequence[str], repeats: Optional[int]) -> str:
-    """The rows as an aligned text table (missing values: ``-``) with a line on units.
-    ``repeats``: forwards per latency median, ``None`` when latency was not measured."""
+def format_table(rows: Sequence[dict[str, Any]], devices: Sequence[str], repeats: Optional[int],
+                 noisy: str = "") -> str:
+    """The rows as an aligned text table (missing values: ``-``) with a legend of the columns.
+    ``repeats``: forwards per latency median, ``None`` when latency was not measured; ``noisy``: why the
+    CPU latency and memory are unreliable (the machine was busy), printed in the legend."""
     cols = _columns(devices)
     cells = [[header for header, _, _ in cols]]
     cells += [["-" if row.get(key) is None else fmt(row[key]) for _, key, fmt in cols] for row in rows]
@@ -94,9 +97,14 @@ def format_table(rows: Sequence[dict[str, Any]], devices: Sequence[str], repeats
              for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     latency = f"median of {repeats} forwards at batch 1" if repeats else "not measured"
-    lines.append(f"accuracy in % (test split); params used at inference; FLOPs per image (multiply-add = 2); "
-                 f"latency (ms): {latency}; memory: peak MiB of one forward above the weights; "
-                 f"front: on the mAP-FLOPs Pareto front")
+    lines.append(f"kind: fixed backbone or searched (built from an arch.json); input: height x width in pixels; "
+                 f"IB: Information-Bottleneck loss weight:form (off: none); accuracy in % (test split); params: "
+                 f"those the inference network uses (classifiers excluded); FLOPs per image (multiply-add = 2); "
+                 f"latency (ms): {latency}; memory: peak MiB of one forward above the weights; train: training "
+                 f"time; front: on the mAP-FLOPs Pareto front")
+    if noisy:
+        lines.append(f"NOISY: CPU latency and memory were measured on a busy machine ({noisy}); "
+                     "compare them only from a quiet machine")
     return "\n".join(lines)
 
 

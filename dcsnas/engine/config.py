@@ -52,8 +52,9 @@ class RunConfig:
     """What every training-like run has (``train``, ``retrain``, ``search``): the runtime settings, data,
     losses, optimizer, evaluation and schedules; each number's range is declared on its field
     (:func:`~dcsnas.config.ranged`, checked when the config is read). ``threads`` > 0 sets torch's CPU
-    threads (0: torch's default, the machine's cores): CPU results are bit-identical only at the same thread
-    count, so configs whose figures are quoted (the demo's) fix it."""
+    threads (0: the cores this process may use, :func:`~dcsnas.utils.threads.default_threads`): CPU results
+    are bit-identical only at the same thread count (the start-up block prints it), so configs whose figures
+    are quoted (the demo's) fix it."""
 
     seed: int = ranged(0, ge=0, le=2**32 - 1)
     device: str = "auto"

@@ -3,22 +3,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from dcsnas.config import from_dict
 from dcsnas.data.base import ImageRecord
 from dcsnas.data.loaders import build_test_loader
 from dcsnas.data.transforms import build_transforms
-from dcsnas.engine.checkpoint import load_checkpoint, load_model_state
-from dcsnas.engine.config import EvalConfig, TrainConfig
+from dcsnas.engine.config import EvalConfig
 from dcsnas.engine.device import resolve_device
-from dcsnas.engine.rundir import open_run_dir
+from dcsnas.engine.inference import load_run_model
 from dcsnas.metrics import evaluate_features, summarize
-from dcsnas.models.builder import create_model
 from dcsnas.utils.progress import progress
 
 
@@ -59,30 +57,34 @@ def evaluate_model(model: nn.Module, query: Sequence[ImageRecord], gallery: Sequ
 
 
 def extract_run_features(run_path, checkpoint: str = "last", flip: bool | None = None, device: str = "auto",
-                         show_progress: bool = True) -> tuple[dict, dict]:
-    """Query and gallery features of a trained run: its model is rebuilt from the saved config and
-    ``checkpoints/<checkpoint>.pt`` is loaded. Returns ``(arrays, info)``: ``arrays`` has the keys of a
-    features file (qf, gf, q_pids, g_pids, q_camids, g_camids, q_paths, g_paths); ``info`` names the run,
-    checkpoint, epoch, data set and the run's eval settings."""
-    run = open_run_dir(run_path)
-    cfg = from_dict(TrainConfig, run.saved_config())
+                         show_progress: bool = True, dataset: str | None = None,
+                         root: str | None = None) -> tuple[dict, dict]:
+    """Query and gallery features of a trained run (:func:`~dcsnas.engine.inference.load_run_model`) on its
+    data set, or on ``dataset`` at ``root`` (cross-domain: another data set's query and gallery; the run's
+    ``data.options`` are kept only for its own data set). Returns ``(arrays, info)``: ``arrays`` has the keys
+    of a features file (qf, gf, q_pids, g_pids, q_camids, g_camids, q_paths, g_paths); ``info`` names the run,
+    checkpoint, epoch, the data set evaluated and the one trained on, and the run's eval settings."""
+    loaded = load_run_model(run_path, checkpoint, finished=False)
+    model, cfg = loaded.model, loaded.config
+    trained_on = cfg.data.dataset
+    if dataset is not None or root is not None:
+        name = dataset or cfg.data.dataset
+        cfg = replace(cfg, data=replace(cfg.data, dataset=name, root=root or cfg.data.root,
+                                        options=cfg.data.options if name == trained_on else {}))
     flip = cfg.eval.flip if flip is None else flip
-    path = run.checkpoints / f"{checkpoint}.pt"
-    state = load_checkpoint(path)
-    model = create_model(cfg.model, state["num_classes"])
-    load_model_state(model, state["model"], str(path))
     torch_device = resolve_device(device)
     model.to(torch_device)
-    dataset = cfg.data.load()
+    data = cfg.data.load()
     transform = build_transforms(cfg.data.transforms, False)
     arrays = {}
-    for prefix, records in (("q", dataset.query), ("g", dataset.gallery)):
+    for prefix, records in (("q", data.query), ("g", data.gallery)):
         feats = extract_features(model, records, transform, cfg.data.test_batch_size, torch_device, flip,
                                  cfg.data.num_workers, desc=f"{prefix} features", show_progress=show_progress)
         arrays.update({f"{prefix}f": feats, f"{prefix}_pids": np.asarray([r.pid for r in records]),
                        f"{prefix}_camids": np.asarray([r.camid for r in records]),
                        f"{prefix}_paths": np.asarray([r.path for r in records])})
-    info = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state["epoch"] + 1, "dataset": dataset.name,
-            "flip": flip, "metric": cfg.eval.metric, "rerank": cfg.eval.rerank,
-            "protocol": cfg.eval.protocol, "protocol_seed": cfg.eval.protocol_seed, "max_rank": cfg.eval.max_rank}
+    info = {"run": loaded.metadata["run"], "checkpoint": checkpoint, "epoch": loaded.metadata["epoch"],
+            "dataset": data.name, "root": cfg.data.root, "trained_on": trained_on, "flip": flip,
+            "metric": cfg.eval.metric, "rerank": cfg.eval.rerank, "protocol": cfg.eval.protocol,
+            "protocol_seed": cfg.eval.protocol_seed, "max_rank": cfg.eval.max_rank}
     return arrays, info

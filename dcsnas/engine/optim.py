@@ -9,6 +9,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from dcsnas.config import ranged
+
 
 @dataclass
 class OptimConfig:
@@ -28,15 +30,13 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [40, 70])
     gamma: float = 0.1
     schedule: Literal["step", "cosine"] = "step"
-    min_factor: float = 0.01
+    min_factor: float = ranged(0.01, ge=0.0, le=1.0)
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not 0.0 <= self.min_factor <= 1.0:
-            raise ValueError(f"min_factor must be in [0, 1], got {self.min_factor}")
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

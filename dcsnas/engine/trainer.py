@@ -21,6 +21,7 @@ from dcsnas.data.loaders import build_test_loader, build_train_loader
 from dcsnas.data.transforms import build_transforms
 from dcsnas.engine.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from dcsnas.engine.config import TrainConfig
+from dcsnas.engine.console import LOG_FILE, Console, epoch_line, results_block, startup_block
 from dcsnas.engine.device import resolve_device
 from dcsnas.engine.distributed import (
     all_reduce_mean,
@@ -39,9 +40,11 @@ from dcsnas.errors import ConfigError
 from dcsnas.losses import InformationBottleneck
 from dcsnas.losses.criterion import ReIDCriterion
 from dcsnas.models.builder import create_model
+from dcsnas.utils.flops import count_flops, count_inference_params, count_params
 from dcsnas.utils.io import atomic_write_bytes
 from dcsnas.utils.progress import progress
 from dcsnas.utils.seed import rank_seed, seed_everything
+from dcsnas.utils.threads import default_threads
 
 
 def dcs_modules(model: nn.Module) -> list[nn.Module]:
@@ -58,6 +61,7 @@ class Trainer:
     """Builds everything from a :class:`TrainConfig` and trains into a run directory."""
 
     train_split_name = "training"
+    title = "training"  # the start-up block's first line
 
     def __init__(self, cfg: TrainConfig, run: RunDir, show_progress: bool = True):
         self.cfg, self.run = cfg, run
@@ -68,15 +72,14 @@ class Trainer:
             torch.cuda.set_device(device)
         self.device = device
         self.cuda = device.type == "cuda"
-        self.show_progress = show_progress and self.dist.is_main
+        self.show_progress = show_progress and self.dist.is_main and sys.stderr.isatty()  # no bar frames in a log
         if self.dist.is_main:  # one writer per run directory; leftovers of a killed write are removed
             lock_run_dir(run)
             stale = run.remove_stale_temp_files()
             if stale:
                 warnings.warn(f"removed {len(stale)} temporary file(s) of an interrupted write in '{run.path}' "
                               f"(e.g. {stale[0].name})")
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(cfg.threads or default_threads())
         seed_everything(cfg.seed)
 
         self.dataset = cfg.data.load()
@@ -103,6 +106,7 @@ class Trainer:
         self.train_loader = self.build_loader(self.train_records, cfg.seed, self.train_split_name)
         self.test_transform = build_transforms(cfg.data.transforms, False)
         self.logger = RunLogger(run.tensorboard, enabled=self.dist.is_main)
+        self.console = Console(run.path / LOG_FILE, enabled=self.dist.is_main)
         self.start_epoch, self.elapsed, self.history, self.best, self.untrained = 0, 0.0, [], None, None
         self.health = HealthMonitor.for_run(cfg.optim.epochs, cfg.optim.warmup_epochs)
 
@@ -358,7 +362,8 @@ class Trainer:
                               self.cfg.data.test_batch_size, self.device, self.cfg.data.num_workers,
                               self.amp_dtype, self.show_progress if show_progress is None else show_progress)
 
-    def log_epoch(self, epoch: int, train_stats: dict[str, float]) -> None:
+    def log_epoch(self, epoch: int, train_stats: dict[str, float]) -> dict[str, float]:
+        """The epoch's scalars to TensorBoard; returns them (the console's epoch line prints them)."""
         log = {k if k.startswith("health/") else f"loss/{k}": v for k, v in train_stats.items()}
         for group in self.optimizer.param_groups:
             log[f"lr/{group['name']}"] = group["lr"]
@@ -367,14 +372,43 @@ class Trainer:
             if hasattr(module, "kept_ratio") and module.kept_ratio is not None:
                 log[f"attention/{name}/dcs_kept_ratio"] = float(module.kept_ratio)
         self.logger.scalars(log, epoch + 1)
+        return log
+
+    # ----------------------------------------------------------------------------------------- console
+    def model_summary(self) -> str:
+        """One line: the network, its parameters (those the inference forward uses) and FLOPs per image."""
+        cfg = self.cfg.model
+        shape = (1, 3, self.cfg.data.transforms.height, self.cfg.data.transforms.width)
+        with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
+            used = count_inference_params(self.model, shape, self.device)
+            flops = count_flops(self.model, shape, self.device)
+        attention = ", ".join(f"{a.name}@{a.stage}" for a in cfg.attention) or "no attention"
+        return (f"model: {cfg.backbone} ({attention}, {cfg.head} head): {used / 1e6:.3f} M parameters at "
+                f"inference ({count_params(self.model) / 1e6:.3f} M with the training-only classifiers), "
+                f"{flops / 1e6:.1f} MFLOPs per image at {shape[2]}×{shape[3]}")
+
+    def epoch_note(self) -> str:
+        """Text the epoch line adds after the scalars (the search: its argmax architecture)."""
+        return ""
+
+    def finish(self, metrics: dict) -> dict[str, Any]:
+        """Last step of :meth:`fit` on the main rank, before metrics.json is written; returns the run's files
+        for the results block (label → path)."""
+        return {"metrics": self.run.metrics, "checkpoints": self.run.checkpoints, "TensorBoard": self.run.tensorboard,
+                "log": self.run.path / LOG_FILE}
 
     def fit(self) -> dict:
         """Train from ``start_epoch`` to ``optim.epochs``; returns (and writes) the run's metrics."""
         cfg, epochs = self.cfg, self.cfg.optim.epochs
         last_test = None
+        if self.dist.is_main:
+            for line in startup_block(self.title, self.run.path, self.device, self.dataset.stats(),
+                                      self.model_summary()):
+                self.console.print(line)
         if cfg.eval.before_training and self.start_epoch == 0 and self.dist.is_main:
             self.untrained = self.evaluate("test")
             self.logger.scalars(_scalars(self.untrained), 0, "test/")
+            self.console.print(epoch_line(0, epochs, {}, evals={"untrained test": self.untrained}))
         if self.start_epoch == 0 and self.dist.rank > 0:
             # each rank its own stream (augmentations without workers, DCS gate noise); everything built so far
             # (weights, centres) was drawn alike on every rank. Rank 0 keeps the single-process stream.
@@ -384,13 +418,14 @@ class Trainer:
             self.begin_epoch(epoch)
             train_stats = {**self.train_epoch(epoch), **head_health(self.model)}
             self.scheduler.step()
-            self.elapsed += time.perf_counter() - tic
+            seconds = time.perf_counter() - tic
+            self.elapsed += seconds
             record: dict[str, Any] = {"epoch": epoch + 1, "train": train_stats}
             due = epoch + 1 == epochs or (cfg.eval.every > 0 and (epoch + 1) % cfg.eval.every == 0)
             rng_ranks = gather_object(rng_state(), self.dist) if self.dist.enabled else None
             if self.dist.is_main:
                 self.health.check(epoch, train_stats)
-                self.log_epoch(epoch, train_stats)
+                scalars = self.log_epoch(epoch, train_stats)
                 if due and self.val_split is not None:
                     record["val"] = self.evaluate("val")
                     self.logger.scalars(_scalars(record["val"]), epoch + 1, "val/")
@@ -398,6 +433,9 @@ class Trainer:
                     record["test"] = last_test = self.evaluate("test")
                     self.logger.scalars(_scalars(record["test"]), epoch + 1, "test/")
                 self.history.append(record)
+                images = len(self.train_loader) * cfg.data.p * cfg.data.k * self.dist.world_size
+                evals = {split: record[split] for split in ("val", "test") if split in record}
+                self.console.print(epoch_line(epoch + 1, epochs, scalars, seconds, images, evals, self.epoch_note()))
                 improved = "val" in record and (self.best is None or record["val"]["mAP"] > self.best["mAP"])
                 if improved:
                     self.best = {"epoch": epoch + 1, **_scalars(record["val"])}
@@ -417,8 +455,11 @@ class Trainer:
                        "num_classes": self.num_classes, "train_time_s": self.elapsed, "test": last_test,
                        "untrained_test": self.untrained, "best_val": self.best,
                        "health": dict(self.health.events), "history": self.history}
+            files = self.finish(metrics)
             self.run.write_metrics(metrics)
             self.logger.close()
+            for line in results_block(metrics, files):
+                self.console.print(line)
         return metrics
 
 

@@ -21,9 +21,10 @@ from dcsnas.attention import DeepSupervisionHead, create_attention
 from dcsnas.config import from_dict, ranged
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import load_arch
-from dcsnas.models.backbones import Backbone, create_backbone
+from dcsnas.models.backbones import BACKBONES, Backbone, create_backbone
 from dcsnas.models.heads import create_head
 from dcsnas.models.searched import build_searched_backbone
+from dcsnas.utils.flops import count_inference_params
 
 # Options of the attention modules that a model config may not set: ``return_attention`` makes a module
 # return (output, map), which a network cannot chain (the maps are read by calling the module with
@@ -126,6 +127,19 @@ def _build_backbone(cfg: ModelConfig) -> tuple[Backbone, list[AttentionPlacement
     if cfg.backbone == "mobilenetv2":
         kwargs["width_mult"] = cfg.width_mult
     return create_backbone(cfg.backbone, extra=("searched",), **kwargs), []
+
+
+def list_models() -> list[str]:
+    """The backbone names :func:`create_model` builds (``searched``: the network of an arch.json)."""
+    return sorted([*BACKBONES.names(), "searched"])
+
+
+def arch_params(path: str) -> int:
+    """Parameters of the network an arch.json describes as dcsnas counts them everywhere: those its inference
+    forward uses (:func:`~dcsnas.utils.flops.count_inference_params`; arch.json's own ``params`` is the cost
+    table's sum over the backbone's parts, without the BNNeck)."""
+    arch = load_arch(path)
+    return count_inference_params(create_model("searched", 1, arch=path), (1, 3, *arch.input_size))
 
 
 def create_model(cfg: ModelConfig | str, num_classes: int, **fields: Any) -> ReIDModel:

@@ -69,6 +69,7 @@ from dcsnas.engine.trainer import Trainer
 from dcsnas.errors import ConfigError
 from dcsnas.losses.criterion import ReIDCriterion
 from dcsnas.models.arch import Arch, write_arch
+from dcsnas.models.builder import arch_params
 from dcsnas.nas.arch import SPACE_FILE, derive_arch
 from dcsnas.nas.config import SearchConfig
 from dcsnas.nas.cost import CostLoss, CostModel, cached_costs
@@ -81,6 +82,7 @@ from dcsnas.utils.io import atomic_write_text
 from dcsnas.utils.progress import progress
 
 COST_FILE = "cost_table.pt"
+ALPHA_DIR = "alpha"  # the heat maps of softmax(α), one PNG per epoch
 
 
 def search_info(cfg: SearchConfig, space: SearchSpace) -> dict[str, str]:
@@ -118,6 +120,7 @@ class Searcher(Trainer):
     """
 
     train_split_name = "weight split of the search"
+    title = "search"
 
     def __init__(self, cfg: SearchConfig, run: RunDir, show_progress: bool = True):
         nas = cfg.search
@@ -268,16 +271,39 @@ class Searcher(Trainer):
                 "arch/argmax_mparams": self.costs.exact(argmax, "params") / 1e6,
                 "arch/expected_mflops": float(self.costs.expected(arch.probabilities(), "flops")) / 1e6}
 
-    def log_epoch(self, epoch: int, train_stats: dict[str, float]) -> None:
-        super().log_epoch(epoch, {k: v for k, v in train_stats.items() if not k.startswith("arch/")})
-        self.logger.scalars({k: v for k, v in train_stats.items() if k.startswith("arch/")}, epoch + 1)
+    def log_epoch(self, epoch: int, train_stats: dict[str, float]) -> dict[str, float]:
+        """The engine's scalars, the architecture's, and the heat map of softmax(α) with the argmax marked: to
+        TensorBoard and as ``alpha/epoch_NNN.png`` in the run directory."""
+        log = super().log_epoch(epoch, {k: v for k, v in train_stats.items() if not k.startswith("arch/")})
+        arch_stats = {k: v for k, v in train_stats.items() if k.startswith("arch/")}
+        self.logger.scalars(arch_stats, epoch + 1)
         kept = {f"attention/{name}/dcs_kept_ratio": float(m.kept_ratio) for name, m in self.model.named_modules()
                 if isinstance(m, DCSAttention) and m.kept_ratio is not None}
         self.logger.scalars(kept, epoch + 1)
-        self.logger.figure("arch/probabilities", probability_heatmap(self.model.arch), epoch + 1)
+        title = (f"softmax(α) after epoch {epoch + 1}/{self.cfg.optim.epochs} (τ = {self.model.tau:.3g}); "
+                 f"argmax boxed: {arch_stats['arch/argmax_mflops']:.2f} MFLOPs, "
+                 f"{arch_stats['arch/argmax_mparams']:.4g} M params")
+        figure = probability_heatmap(self.model.arch, title)
+        (self.run.path / ALPHA_DIR).mkdir(exist_ok=True)
+        figure.savefig(self.run.path / ALPHA_DIR / f"epoch_{epoch + 1:03d}.png", dpi=120)
+        self.logger.figure("arch/probabilities", figure, epoch + 1)
+        self.logger.text("arch/argmax", "  \n".join(self.genotype()), epoch + 1)
+        return {**log, **arch_stats, **kept}
+
+    def genotype(self) -> list[str]:
+        """``choice: option`` of the argmax architecture, one per searchable choice."""
         argmax, choices = self.model.arch.argmax(), self.model.arch.choices
-        text = "  \n".join(f"{k}: {c.labels[argmax[k]]}" for k, c in choices.items() if c.searchable)
-        self.logger.text("arch/argmax", text, epoch + 1)
+        return [f"{k}: {c.labels[argmax[k]]}" for k, c in choices.items() if c.searchable]
+
+    def epoch_note(self) -> str:
+        return "argmax " + ", ".join(self.genotype())
+
+    def model_summary(self) -> str:
+        low, high = self.costs.bounds("flops")
+        shape = self.costs.input_size
+        return (f"supernet of the space '{self.cfg.search.space}': {len(self.genotype())} searchable choices, "
+                f"{low / 1e6:.2f}–{high / 1e6:.2f} MFLOPs per image at {shape[0]}×{shape[1]} "
+                f"(cheapest–costliest architecture), {self.cfg.search.mode} sampling")
 
     def recalibrate(self) -> None:
         """Re-estimate the BatchNorm statistics of the path the supernet evaluates on
@@ -309,16 +335,16 @@ class Searcher(Trainer):
         """The current argmax architecture."""
         return derive_arch(self.space, self.model.arch.argmax(), self.costs, search_info(self.cfg, self.space))
 
-    def fit(self) -> dict:
-        """The engine's ``fit``, then ``arch.json``; under DDP rank 0 writes and returns the metrics (the other
-        ranks return ``{}``)."""
-        metrics = super().fit()
-        if self.dist.is_main:
-            arch = self.derive()
-            write_arch(self.run.arch, arch)
-            metrics["arch"] = {"path": str(self.run.arch), "flops": arch.flops, "params": arch.params}
-            self.run.write_metrics(metrics)
-        return metrics
+    def finish(self, metrics: dict) -> dict[str, Any]:
+        """``arch.json`` (the argmax architecture) and its entry in the metrics; the files of the results
+        block, with the heat maps."""
+        arch = self.derive()
+        write_arch(self.run.arch, arch)
+        metrics["arch"] = {"path": str(self.run.arch), "flops": arch.flops, "params": arch.params}
+        self.console.print(f"derived architecture ({arch.flops / 1e6:.2f} MFLOPs, "
+                           f"{arch_params(str(self.run.arch)) / 1e6:.4g} M parameters at inference): "
+                           + ", ".join(self.genotype()))
+        return {**super().finish(metrics), "arch": self.run.arch, "α heat maps": self.run.path / ALPHA_DIR}
 
 
 def _cycle(loader) -> Iterator:

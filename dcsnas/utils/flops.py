@@ -1,4 +1,5 @@
-"""FLOPs and parameter counts (one multiply-add = 2 FLOPs).
+"""FLOPs and parameter counts (one multiply-add = 2 FLOPs). The parameter count a network reports
+everywhere (start-up block, compare, bench, demo) is :func:`count_inference_params`: the inference network's.
 
 :func:`count_flops` runs one forward under ``torch.utils.flop_counter.FlopCounterMode``, which counts the
 matrix products and convolutions of the network (biases, normalisations and elementwise work are free).
@@ -11,7 +12,7 @@ inside the module is discarded. The count is then the same on CPU, CUDA and ``me
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -78,3 +79,41 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...], device: torch.de
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for item in out for t in _tensors(item)]
+    return []
+
+
+def count_inference_params(model: nn.Module, input_shape: Sequence[int], device: torch.device | str = "cpu") -> int:
+    """Parameters that ``model``'s eval-mode forward uses (a Re-ID model's identity classifiers and
+    deep-supervision branches are not used): those of every module it calls, and those its output depends
+    on through autograd (weights read by a functional call). The model's mode and ``requires_grad`` flags
+    are restored; ``.grad`` is left untouched."""
+    params = list(model.parameters())
+    flags, was_training = [p.requires_grad for p in params], model.training
+    called: set[int] = set()
+    hooks = [m.register_forward_pre_hook(lambda module, args: called.add(id(module))) for m in model.modules()]
+    try:
+        model.eval()
+        for p in params:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            outputs = [t for t in _tensors(model(torch.randn(tuple(input_shape), device=device))) if t.requires_grad]
+            grads = (torch.autograd.grad([t.float().sum() for t in outputs], params, allow_unused=True)
+                     if outputs else [None] * len(params))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+    used = {id(p) for m in model.modules() if id(m) in called for p in m.parameters(recurse=False)}
+    used |= {id(p) for p, g in zip(params, grads) if g is not None}
+    return sum(p.numel() for p in params if id(p) in used)

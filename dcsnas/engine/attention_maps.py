@@ -1,0 +1,86 @@
+"""What a trained network's attention modules do on given images, as numbers and as one PNG per image.
+
+For each attention module (by the stage it follows) on a batch of images:
+
+- ``received`` [B, h, w]: the attention each position receives, the map A [B, G, n, n] (rows: query
+  positions, each summing to 1) averaged over the groups and the query positions; uniform attention gives
+  1/n everywhere;
+- ``kept`` [B, h, w] (DCS modules only): the fraction of query/key channels the DCS gate keeps at each
+  position (its eval-mode mask M = 1[gate logit > 0]).
+
+The modules' inputs are caught by forward pre-hooks during one eval-mode forward; each module is then called
+again on its input with ``return_attention=True``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from dcsnas.attention import DCSAttention
+
+
+@torch.no_grad()
+def attention_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+    """Stage name → ``{"received": [B, h, w]}`` (+ ``"kept"`` for DCS) of ``model``'s attention modules on
+    ``images`` [B, 3, H, W] (normalised like the test transform); the model's mode is restored."""
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [module.register_forward_pre_hook(lambda m, args, name=name: inputs.__setitem__(name, args[0]))
+             for name, module in model.attentions.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    out = {}
+    for name, module in model.attentions.items():
+        x = inputs[name].float()
+        batch, _, height, width = x.shape
+        _, attn = module(x, return_attention=True)
+        maps = {"received": attn.float().mean(dim=(1, 2)).reshape(batch, height, width)}
+        if isinstance(module, DCSAttention):
+            maps["kept"] = module.channel_mask(x).float().mean(dim=1)
+        out[name] = maps
+    model.train(was_training)
+    return out
+
+
+def save_attention_figures(out_dir: str | Path, images: Sequence, outputs: dict[str, dict[str, torch.Tensor]],
+                           names: Sequence[str]) -> list[Path]:
+    """One PNG per image (``names[i]``.png): the image (PIL, as shown), then per module the attention it
+    receives and, for DCS, the kept channel fraction, each with a labelled colour bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    panels = [(stage, kind) for stage, maps in outputs.items() for kind in maps]
+    labels = {"received": "attention received\n(mean over queries; uniform = 1/n)",
+              "kept": "DCS: kept query/key\nchannels (fraction)"}
+    paths = []
+    for i, (image, name) in enumerate(zip(images, names)):
+        fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.2 * (len(panels) + 1), 3.6), squeeze=False)
+        axes[0, 0].imshow(image)
+        axes[0, 0].set_title(name, fontsize=7)
+        for ax, (stage, kind) in zip(axes[0, 1:], panels):
+            values = outputs[stage][kind][i].cpu().numpy()
+            shown = ax.imshow(values, cmap="inferno", vmin=0 if kind == "kept" else None,
+                              vmax=1 if kind == "kept" else None)
+            ax.set_title(f"after {stage}: {labels[kind]}", fontsize=7)
+            fig.colorbar(shown, ax=ax, fraction=0.08)
+        for ax in axes[0]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
