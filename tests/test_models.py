@@ -122,7 +122,8 @@ def test_create_model_by_name_equals_the_model_of_the_config():
 
 def test_the_train_and_eval_contract():
     """Training mode: the dict of logits (one per classifier), features and the embedding for the losses,
-    deep-supervision logits and the pooled map; evaluation mode: the test embedding; forward = forward_head(forward_features)."""
+    deep-supervision logits and the pooled map; evaluation mode: the test embedding;
+    forward = forward_head(forward_features)."""
     model = create_model("mobilenetv2", 5, width_mult=0.5, attention=[
         {"stage": "stage2", "name": "sa", "deep_supervision": True}])
     x = torch.randn(3, 3, 64, 32)
