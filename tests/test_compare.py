@@ -15,6 +15,7 @@ from PIL import Image
 from dcsnas.cli import main
 from dcsnas.compare import load_runs, pareto_front, summarize_over_seeds
 from dcsnas.compare.plots import plot_arch
+from dcsnas.compare.runs import health_label
 from dcsnas.compare.table import format_table
 from dcsnas.config import save_config
 from dcsnas.data.config import DataConfig
@@ -112,11 +113,11 @@ def test_compare_table_csv_json_and_figures(runs, tmp_path, capsys):
     assert table[0]["cpu_latency_ms"] == "" and int(table[2]["flops"]) == rows["searched_tiny"]["flops"]
 
     lines = printed.splitlines()
-    assert lines[0].split()[:7] == ["run", "kind", "input", "epochs", "IB", "mAP", "R-1"]
-    assert lines[3].split()[:6] == ["mbv2_dcs", "fixed", "64x32", "3", "0.1:batch_mi", "36.0"]
+    assert lines[0].split()[:8] == ["run", "kind", "input", "epochs", "IB", "health", "mAP", "R-1"]
+    assert lines[3].split()[:7] == ["mbv2_dcs", "fixed", "64x32", "3", "0.1:batch_mi", "-", "36.0"]
     assert lines[3].rstrip().endswith("*")
     assert lines[2].split()[:5] == ["mbv2_base", "fixed", "64x32", "3", "off"]
-    assert lines[2].split()[12] == "-"  # CPU ms, not measured
+    assert lines[2].split()[13] == "-"  # CPU ms, not measured
     for name in ("map_vs_flops.png", "cmc.png", "arch_searched_tiny.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 400
@@ -187,12 +188,30 @@ def test_different_evaluation_settings_warn(runs):
         assert [r.name for r in load_runs(runs)] == ["mbv2_base", "mbv2_dcs", "searched_tiny"]
 
 
+@pytest.mark.parametrize("record, label", [(None, None), ({}, "ok"), ({"collapse": 3}, "collapse@3"),
+                                           ({"collapse": 3, "ce_uniform": 7}, "collapse@3,CE@7"),
+                                           ({"ce_uniform": "7"}, "ok"), ([3], None)])
+def test_health_labels(record, label):
+    assert health_label({} if record is None else {"health": record}) == label
+
+
+def test_a_collapsed_run_is_marked_and_warned(runs, tmp_path, capsys):
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    (runs[0] / "metrics.json").write_text(json.dumps({**metrics, "health": {"collapse": 2}}))
+    (runs[1] / "metrics.json").write_text(json.dumps({**json.loads((runs[1] / "metrics.json").read_text()),
+                                                      "health": {}}))
+    with pytest.warns(UserWarning, match="mbv2_base': its embedding collapsed by epoch 2"):
+        assert main(["compare", *map(str, runs), "--device", "cpu", "--no-latency"]) == 0
+    table = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert table["mbv2_base"][5] == "collapse@2" and table["mbv2_dcs"][5] == "ok" and table["searched_tiny"][5] == "-"
+
+
 def test_table_marks_missing_values_and_units():
     row = {"run": "a", "kind": "fixed", "input": "256x128", "epochs": 120, "ib": "0.1:authors", "mAP": 0.5,
            "rank-1": 0.6, "rank-5": 0.7, "rank-10": None, "mINP": 0.2, "params": 2_250_000, "flops": 8_110_000_000,
            "cpu_latency_ms": 12.345, "cpu_peak_memory_mb": 7.06, "train_time_s": 5400.0, "pareto": True}
     lines = format_table([row], ["cpu"], repeats=20).splitlines()
-    assert lines[2].split() == ["a", "fixed", "256x128", "120", "0.1:authors", "50.0", "60.0", "70.0", "-", "20.0",
+    assert lines[2].split() == ["a", "fixed", "256x128", "120", "0.1:authors", "-", "50.0", "60.0", "70.0", "-", "20.0",
                                 "2.25M", "8.11G", "12.35", "7.06", "90.0min", "*"]
     assert "median of 20 forwards at batch 1" in lines[3] and "NOISY" not in "\n".join(lines)
 

@@ -126,6 +126,9 @@ def load_run(path: str | Path) -> CompareRun:
     except ConfigError as exc:
         raise ConfigError(f"run '{run.path}': {run.config.name}: {exc}") from None
     metrics = _read_metrics(run.path)
+    if "collapse" in (health_label(metrics) or ""):
+        warnings.warn(f"run '{run.path}': its embedding collapsed by epoch {metrics['health']['collapse']} "
+                      "(metrics.json 'health'): its mAP comes from a residual and says little about its network")
     holder = lock_holder(run)
     if holder is not None:
         warnings.warn(f"run '{run.path}' is being written by {holder} (a training or a --resume): its metrics.json "
@@ -138,6 +141,18 @@ def load_run(path: str | Path) -> CompareRun:
             raise ConfigError(f"run '{run.path}' has a searched model but no arch.json: neither "
                               f"{' nor '.join(str(p) for p in candidates)} exists")
     return CompareRun(run.path.name, run.path, cfg, metrics, arch_path)
+
+
+def health_label(metrics: dict[str, Any]) -> Optional[str]:
+    """The training-health record of a run's metrics.json (``"health": {"collapse": E, "ce_uniform": E}``,
+    :class:`~dcsnas.engine.health.HealthMonitor`): ``ok``, ``collapse@E`` and/or ``CE@E``; None for runs
+    written before it was recorded (or a record that is not one)."""
+    record = metrics.get("health")
+    if not isinstance(record, dict):
+        return None
+    events = [f"{label}@{record[key]}" for key, label in (("collapse", "collapse"), ("ce_uniform", "CE"))
+              if isinstance(record.get(key), int) and not isinstance(record.get(key), bool)]
+    return ",".join(events) or "ok"
 
 
 def setting(run: CompareRun) -> str:

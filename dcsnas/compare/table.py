@@ -7,7 +7,9 @@ metrics.json); ``params``: parameters the inference forward uses (identity class
 ``<device>_latency_ms``: median forward time at batch 1; ``<device>_peak_memory_mb``: MiB of one forward
 above the weights; ``train_time_s``: training wall time in seconds; ``pareto``: on the mAP-FLOPs front;
 ``ib``: whether the run trained with the Information-Bottleneck term (``off``, or η and the first term's
-form, ``0.1:authors``), ``ib_start_epoch``: its first epoch (1-based; None when off).
+form, ``0.1:authors``), ``ib_start_epoch``: its first epoch (1-based; None when off); ``health``: ``ok``, or
+the epoch the embedding collapsed (``collapse@E``) or CE stayed at uniform (``CE@E``), None for runs without
+the record.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import io
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from dcsnas.compare.runs import CompareRun
+from dcsnas.compare.runs import CompareRun, health_label
 from dcsnas.utils.io import atomic_write_text
 
 RANKS = (1, 5, 10)
@@ -40,7 +42,7 @@ def build_row(run: CompareRun, costs: dict[str, dict[str, Any]]) -> dict[str, An
         "attention": "; ".join(f"{stage}:{label}" for stage, label in run.attentions()),
         "dataset": run.metrics["dataset"], "protocol": run.metrics["protocol"],
         "input": "x".join(map(str, run.input_size)), "epochs": run.metrics["epochs"],
-        **dict(zip(("ib", "ib_start_epoch"), ib_setting(run))),
+        **dict(zip(("ib", "ib_start_epoch"), ib_setting(run))), "health": health_label(run.metrics),
         "mAP": test["mAP"], **{f"rank-{r}": test.get(f"rank-{r}") for r in RANKS}, "mINP": test["mINP"],
         "params": any_cost["params"], "params_total": any_cost["params_total"], "flops": any_cost["flops"],
     }
@@ -73,7 +75,7 @@ def _columns(devices: Sequence[str]) -> list[tuple[str, str, Callable[[Any], str
         return f"{100 * value:.1f}"
 
     cols = [("run", "run", str), ("kind", "kind", str), ("input", "input", str), ("epochs", "epochs", str),
-            ("IB", "ib", str), ("mAP", "mAP", percent)]
+            ("IB", "ib", str), ("health", "health", str), ("mAP", "mAP", percent)]
     cols += [(f"R-{r}", f"rank-{r}", percent) for r in RANKS]
     cols += [("mINP", "mINP", percent), ("params", "params", si), ("FLOPs", "flops", si)]
     for device in devices:
@@ -98,7 +100,8 @@ def format_table(rows: Sequence[dict[str, Any]], devices: Sequence[str], repeats
     lines.insert(1, "  ".join("-" * w for w in widths))
     latency = f"median of {repeats} forwards at batch 1" if repeats else "not measured"
     lines.append(f"kind: fixed backbone or searched (built from an arch.json); input: height x width in pixels; "
-                 f"IB: Information-Bottleneck loss weight:form (off: none); accuracy in % (test split); params: "
+                 f"IB: Information-Bottleneck loss weight:form (off: none); health: ok, or the epoch the embedding "
+                 f"collapsed (collapse@E) or CE stayed at uniform (CE@E); accuracy in % (test split); params: "
                  f"those the inference network uses (classifiers excluded); FLOPs per image (multiply-add = 2); "
                  f"latency (ms): {latency}; memory: peak MiB of one forward above the weights; train: training "
                  f"time; front: on the mAP-FLOPs Pareto front")
