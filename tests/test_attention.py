@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import dcsnas.attention.csalr as csalr_module
 import dcsnas.attention.dcs as dcs_module
+import dcsnas.attention.sa as sa_module
 from dcsnas.attention import (
     CSAKernel,
     CSALRKernel,
@@ -20,6 +21,7 @@ from dcsnas.attention import (
     create_attention,
 )
 from dcsnas.attention.landmarks import landmark_grid, pool_landmarks, spread_to_patches
+from dcsnas.attention.sa import query_chunked_attention
 from dcsnas.errors import ConfigError
 from dcsnas.models.builder import create_model
 
@@ -235,6 +237,63 @@ def test_sa_through_sdpa_equals_explicit_sa_with_gradients(scale, groups):
     y_f.square().sum().backward()
     for (name, p_e), p_f in zip(explicit.named_parameters(), fused.parameters()):
         assert torch.allclose(p_e.grad, p_f.grad, atol=1e-4), name
+
+
+def _explicit_sa(q, k, v, scale):
+    """softmax(s Q^T K) V^T written out: [N, c, n]."""
+    return v @ torch.softmax(scale * q.transpose(1, 2) @ k, dim=-1).transpose(1, 2)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.3])
+@pytest.mark.parametrize("n, chunk", [(24, 1), (24, 6), (24, 8), (24, 24), (24, 5), (24, 7), (23, 10), (24, 100)])
+def test_query_chunked_sa_equals_the_whole_map_in_float64_with_gradients(n, chunk, scale):
+    """Chunk sizes that divide n, that do not, and larger than n; gradients of Q, K and V included."""
+    torch.manual_seed(n + chunk)
+    q, k = (torch.randn(3, 4, n, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    v = torch.randn(3, 5, n, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 5, n, dtype=torch.float64)
+    y = query_chunked_attention(q, k, v, scale, chunk)
+    expected = _explicit_sa(q, k, v, scale)
+    assert torch.allclose(y, expected, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad((y * weight).sum(), (q, k, v))
+    expected_grads = torch.autograd.grad((expected * weight).sum(), (q, k, v))
+    for name, got, want in zip("qkv", grads, expected_grads):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12), name
+
+
+@pytest.mark.parametrize("needed", ["q", "k", "v", "qv"])
+def test_query_chunked_sa_computes_only_the_gradients_asked_for(needed):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, c, 10, dtype=torch.float64) for c in (3, 3, 4))
+    leaves = {"q": q, "k": k, "v": v}
+    for name in needed:
+        leaves[name].requires_grad_(True)
+    got = torch.autograd.grad(query_chunked_attention(q, k, v, 1.0, 3).sum(), [leaves[c] for c in needed])
+    want = torch.autograd.grad(_explicit_sa(q, k, v, 1.0).sum(), [leaves[c] for c in needed])
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_sa_keeps_no_n_by_n_map_for_backward_and_holds_a_chunk_at_a_time(groups, monkeypatch):
+    """Saved for backward: at most input-sized tensors; the weights formed at once: [N, chunk, n]."""
+    n, items = 48, 2 * groups
+    monkeypatch.setattr(sa_module, "CHUNK_ELEMENTS", 8 * n, raising=False)  # a chunk of 8 / items rows
+    module = _randomized("sa", channels=16, groups=groups)
+    x = torch.randn(2, 16, 8, 6, requires_grad=True)
+    saved, softmaxes = [], []
+    real_softmax = torch.softmax
+
+    def recording_softmax(t, *args, **kwargs):
+        softmaxes.append(tuple(t.shape))
+        return real_softmax(t, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "softmax", recording_softmax)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        y = module(x)
+    y.sum().backward()
+    assert max(saved) <= 2 * 16 * n  # x and its projections; an n x n map would be items * n * n
+    assert softmaxes and all(s[0] == items and s[2] == n and s[0] * s[1] * s[2] <= 8 * n for s in softmaxes)
+    assert sum(s[1] for s in softmaxes) == 2 * n  # every query row once forward, once backward
 
 
 @pytest.mark.parametrize("name, options", SPECS, ids=IDS)

@@ -48,7 +48,7 @@ from dcsnas.bench.memory import peak_memory
 from dcsnas.data.synthetic import TRAIN_DIR, generate
 
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "sa_sdpa": ("sa", {}),
+    "sa_sdpa": ("sa", {}),  # SA's default path: fused SDPA on CUDA, query-chunked exact attention elsewhere
     "sa_explicit": ("sa", {"explicit": True}),
     "csa_g2": ("csa", {"landmarks": 96, "groups": 2}),
     "csalr_g1": ("csalr", {"landmarks": 96, "groups": 1}),

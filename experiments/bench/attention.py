@@ -1,6 +1,6 @@
 """The attention benchmark's target case: B = 8, C = 256, 96x32 (ResNet-50 layer1 at 384x128), CPU fwd+bwd.
 
-CSALR (96 landmarks, G = 2) against SA with the explicit map and SA through SDPA; prints JSON with the
+CSALR (96 landmarks, G = 2) against SA with the explicit map and SA's default path; prints JSON with the
 measured rows and the target ratios (see :mod:`dcsnas.bench.attention` for the method).
 
     python experiments/bench/attention.py [--repeats 3] [--rounds 3]
