@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import dcsnas.attention.base as base_module
 import dcsnas.attention.csalr as csalr_module
 import dcsnas.attention.dcs as dcs_module
-import dcsnas.attention.sa as sa_module
 from dcsnas.attention import (
     CSAKernel,
     CSALRKernel,
@@ -239,6 +239,52 @@ def test_sa_through_sdpa_equals_explicit_sa_with_gradients(scale, groups):
         assert torch.allclose(p_e.grad, p_f.grad, atol=1e-4), name
 
 
+def _csalr_whole(q, k, v, size, grid):
+    """CSALR's output with every weight tensor formed whole (B [N, m, n], S_nm [N, n, m]), as before the
+    kernel formed them in blocks: [N, c, n]."""
+    ql, kl = pool_landmarks(q, size, grid), pool_landmarks(k, size, grid)
+    b = torch.softmax(ql.transpose(1, 2) @ k, -1)
+    s_nm = torch.softmax(q.transpose(1, 2) @ kl, -1)
+    a_mm = torch.softmax(ql.transpose(1, 2) @ kl, -1) + torch.eye(ql.shape[2], dtype=q.dtype)
+    z_t = torch.linalg.solve(a_mm, b @ v.transpose(1, 2)).transpose(1, 2)
+    return z_t @ s_nm.transpose(1, 2) + spread_to_patches(z_t, -1, size, grid)
+
+
+@pytest.mark.parametrize("budget", [1, 7 * 12, 2 * 24 * 6, 10**9])  # 1 row; blocks not dividing m or n; whole
+@pytest.mark.parametrize("size, grid", [((8, 6), (4, 3)), ((7, 5), (3, 2))])
+def test_csalr_in_blocks_equals_the_whole_weights_in_float64_with_gradients(budget, size, grid, monkeypatch):
+    monkeypatch.setattr(base_module, "CHUNK_ELEMENTS", budget)
+    torch.manual_seed(budget % 97)
+    n = size[0] * size[1]
+    q, k = (torch.randn(2, 3, n, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    v = torch.randn(2, 5, n, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 5, n, dtype=torch.float64)
+    y, _ = CSALRKernel(grid)(q, k, v, size)
+    expected = _csalr_whole(q, k, v, size, grid)
+    assert torch.allclose(y, expected, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad((y * weight).sum(), (q, k, v))
+    for name, got, want in zip("qkv", grads, torch.autograd.grad((expected * weight).sum(), (q, k, v))):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12), name
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_csalr_forms_its_n_by_m_weights_a_block_at_a_time(groups, monkeypatch):
+    """Every softmax but A_mm's [N, m, m] holds at most CHUNK_ELEMENTS weights, whatever the groups."""
+    size, grid = (8, 6), (4, 3)
+    n, m, items = 48, 12, 2 * groups
+    monkeypatch.setattr(base_module, "CHUNK_ELEMENTS", 2 * n)
+    module = _randomized("csalr", channels=32, groups=groups, landmarks=grid)
+    shapes = []
+    real_softmax = torch.softmax
+    monkeypatch.setattr(torch, "softmax", lambda t, *a, **kw: shapes.append(t.shape) or real_softmax(t, *a, **kw))
+    with torch.no_grad():
+        module(torch.randn(2, 32, *size))
+    assert (items, m, m) in shapes
+    blocks = [s for s in shapes if s != (items, m, m)]
+    assert blocks and all(s[0] * s[1] * s[2] <= max(2 * n, items * max(n, m)) for s in blocks)
+    assert sum(s[1] for s in blocks if s[2] == n) == m and sum(s[1] for s in blocks if s[2] == m) == n
+
+
 def _explicit_sa(q, k, v, scale):
     """softmax(s Q^T K) V^T written out: [N, c, n]."""
     return v @ torch.softmax(scale * q.transpose(1, 2) @ k, dim=-1).transpose(1, 2)
@@ -277,7 +323,7 @@ def test_query_chunked_sa_computes_only_the_gradients_asked_for(needed):
 def test_sa_keeps_no_n_by_n_map_for_backward_and_holds_a_chunk_at_a_time(groups, monkeypatch):
     """Saved for backward: at most input-sized tensors; the weights formed at once: [N, chunk, n]."""
     n, items = 48, 2 * groups
-    monkeypatch.setattr(sa_module, "CHUNK_ELEMENTS", 8 * n, raising=False)  # a chunk of 8 / items rows
+    monkeypatch.setattr(base_module, "CHUNK_ELEMENTS", 8 * n)  # a chunk of 8 / items rows
     module = _randomized("sa", channels=16, groups=groups)
     x = torch.randn(2, 16, 8, 6, requires_grad=True)
     saved, softmaxes = [], []

@@ -13,6 +13,9 @@ An :class:`AttentionBlock` maps ``x`` [B, C, H, W] to ``x + gamma * fuse(attend(
 - The attention itself is an :class:`AttentionKernel`: a parameter-free functional core that takes Q, K,
   V of every (sample, group) pair, so DCS can gate Q and K and reuse any kernel (SA, CSA, CSALR).
 
+**Memory.** No kernel forms an n x n map unless it is asked for; weights of n x n (SA) or n x m (CSALR) per
+item are formed :func:`chunk_rows` rows at a time, so that without gradients the peak holds one chunk.
+
 **Precision.** Kernels compute softmaxes and solves in ``promote_types(dtype, float32)`` (:func:`compute_dtype`):
 float64 stays float64, half precision (also under autocast) is raised to float32.
 
@@ -42,6 +45,16 @@ Shape = Sequence[int]
 
 
 SCALES = ("1", "sqrt")
+
+CHUNK_ELEMENTS = 1 << 22
+"""Attention weights a kernel forms at once where it works in row chunks (items x rows x row length; 16 MiB
+in float32): SA's query rows, CSALR's landmark rows and positions."""
+
+
+def chunk_rows(items: int, rows: int, row_length: int) -> int:
+    """Rows per chunk of an [items, rows, row_length] weight tensor formed :data:`CHUNK_ELEMENTS` at a time,
+    within [1, rows]."""
+    return min(rows, max(1, CHUNK_ELEMENTS // (items * row_length)))
 
 
 def is_positive_int(value: Any) -> bool:

@@ -9,8 +9,8 @@ stores the n x n map unless it is asked for:
   memory-efficient kernel takes unequal widths and keeps no map);
 - otherwise (CPU, and CUDA shapes no fused kernel takes): :func:`query_chunked_attention`, exact attention
   over row chunks of queries. Each chunk's softmax runs over all n keys, so the result is the formula's,
-  and the map held at once is N x chunk x n (chunk from :data:`CHUNK_ELEMENTS`). It is written by hand
-  because no torch kernel does this for unequal widths on the CPU: SDPA's fused CPU kernel needs one width
+  and the map held at once is N x chunk x n (:func:`~dcsnas.attention.base.chunk_rows`). It is written by
+  hand because no torch kernel does this for unequal widths on the CPU: SDPA's fused CPU kernel needs one width
   and its reference path stores the map (and autograd keeps it for backward); zero-padding Q and K to V's
   width would multiply the Q^T K work by C/C'; ``torch.utils.checkpoint`` per chunk would also recompute
   V A^T in the backward pass. Its backward pass recomputes each chunk's map from Q and K (2 N chunk n C'
@@ -30,15 +30,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from dcsnas.attention.base import AttentionBlock, AttentionKernel, check_scale, compute_dtype, scale_factor
-
-CHUNK_ELEMENTS = 1 << 22
-"""Attention weights held at once by :func:`query_chunked_attention` by default (N x chunk x n; 16 MiB in float32)."""
-
-
-def default_chunk(batch: int, n: int) -> int:
-    """Query rows per chunk for N = ``batch`` items of n positions: CHUNK_ELEMENTS / (N n), within [1, n]."""
-    return min(n, max(1, CHUNK_ELEMENTS // (batch * n)))
+from dcsnas.attention.base import (
+    AttentionBlock,
+    AttentionKernel,
+    check_scale,
+    chunk_rows,
+    compute_dtype,
+    scale_factor,
+)
 
 
 def _chunk_weights(q_scaled: Tensor, k: Tensor, rows: slice) -> Tensor:
@@ -98,9 +97,10 @@ class _QueryChunkedAttention(torch.autograd.Function):
 def query_chunked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float = 1.0,
                             chunk: Optional[int] = None) -> Tensor:
     """Exact softmax attention ``v`` softmax(s q^T k)^T for ``q``, ``k`` [N, c', n], ``v`` [N, c, n] -> [N, c, n],
-    ``chunk`` query rows at a time (default :func:`default_chunk`): the weights held at once are [N, chunk, n],
-    in forward and backward. Softmaxes in :func:`compute_dtype`, products with V in V's dtype."""
-    chunk = chunk or default_chunk(q.shape[0], q.shape[2])
+    ``chunk`` query rows at a time (default: :func:`~dcsnas.attention.base.chunk_rows`): the weights held at
+    once are [N, chunk, n], in forward and backward. Softmaxes in :func:`compute_dtype`, products with V in
+    V's dtype."""
+    chunk = chunk or chunk_rows(q.shape[0], q.shape[2], k.shape[2])
     return _QueryChunkedAttention.apply(q, k, v, float(scale), int(chunk))
 
 
