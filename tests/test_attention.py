@@ -239,6 +239,40 @@ def test_sa_through_sdpa_equals_explicit_sa_with_gradients(scale, groups):
         assert torch.allclose(p_e.grad, p_f.grad, atol=1e-4), name
 
 
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_the_projection_is_the_grouped_qkv_conv_in_float64_with_gradients(groups):
+    module = _randomized("csalr", channels=32, groups=groups, landmarks=4, qk_ratio=2).double()
+    x = torch.randn(2, 32, 6, 4, dtype=torch.float64, requires_grad=True)
+    conv = F.conv2d(x, module.qkv.weight, module.qkv.bias, groups=groups).reshape(2 * groups, -1, 24)
+    qk = module.qk_channels // groups
+    for got, want in zip(module.project(x), (conv[:, :qk], conv[:, qk : 2 * qk], conv[:, 2 * qk :])):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12)
+    weight = torch.randn(conv.shape, dtype=torch.float64)
+    params = (x, module.qkv.weight, module.qkv.bias)
+    got = torch.autograd.grad((torch.cat(module.project(x), 1) * weight).sum(), params)
+    for a, b in zip(got, torch.autograd.grad((conv * weight).sum(), params)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size, grid", [((8, 6), (4, 3)), ((8, 6), (8, 6)), ((8, 6), (1, 1)), ((7, 5), (3, 2))])
+@pytest.mark.parametrize("dim", [1, -1])
+def test_spread_to_patches_is_the_indicator_product_with_its_gradient(size, grid, dim):
+    n, m = size[0] * size[1], grid[0] * grid[1]
+    indicator = torch.zeros(n, m, dtype=torch.float64)  # 1(position (r, c) lies in patch (r H'/H, c W'/W))
+    for r in range(size[0]):
+        for c in range(size[1]):
+            indicator[r * size[1] + c, (r * grid[0] // size[0]) * grid[1] + c * grid[1] // size[1]] = 1
+    t = torch.randn(2, m, 3, dtype=torch.float64, requires_grad=True) if dim == 1 else \
+        torch.randn(2, 3, m, dtype=torch.float64, requires_grad=True)
+    got = spread_to_patches(t, dim, size, grid)
+    want = indicator @ t if dim == 1 else t @ indicator.T
+    assert torch.equal(got, want) and got.data_ptr() != t.data_ptr()
+    weight = torch.randn(want.shape, dtype=torch.float64)
+    g_got, = torch.autograd.grad((got * weight).sum(), t)
+    g_want, = torch.autograd.grad((want * weight).sum(), t)
+    assert torch.allclose(g_got, g_want, rtol=0, atol=1e-12)
+
+
 def _csalr_whole(q, k, v, size, grid):
     """CSALR's output with every weight tensor formed whole (B [N, m, n], S_nm [N, n, m]), as before the
     kernel formed them in blocks: [N, c, n]."""
@@ -250,11 +284,11 @@ def _csalr_whole(q, k, v, size, grid):
     return z_t @ s_nm.transpose(1, 2) + spread_to_patches(z_t, -1, size, grid)
 
 
-@pytest.mark.parametrize("budget", [1, 7 * 12, 2 * 24 * 6, 10**9])  # 1 row; blocks not dividing m or n; whole
+@pytest.mark.parametrize("min_rows", [1, 7, 1000])  # blocks of V's size (c = 5: not dividing m or n); 7; whole
 @pytest.mark.parametrize("size, grid", [((8, 6), (4, 3)), ((7, 5), (3, 2))])
-def test_csalr_in_blocks_equals_the_whole_weights_in_float64_with_gradients(budget, size, grid, monkeypatch):
-    monkeypatch.setattr(base_module, "CHUNK_ELEMENTS", budget)
-    torch.manual_seed(budget % 97)
+def test_csalr_in_blocks_equals_the_whole_weights_in_float64_with_gradients(min_rows, size, grid, monkeypatch):
+    monkeypatch.setattr(base_module, "MIN_CHUNK_ROWS", min_rows)
+    torch.manual_seed(min_rows)
     n = size[0] * size[1]
     q, k = (torch.randn(2, 3, n, dtype=torch.float64, requires_grad=True) for _ in range(2))
     v = torch.randn(2, 5, n, dtype=torch.float64, requires_grad=True)
@@ -269,20 +303,22 @@ def test_csalr_in_blocks_equals_the_whole_weights_in_float64_with_gradients(budg
 
 @pytest.mark.parametrize("groups", [1, 4])
 def test_csalr_forms_its_n_by_m_weights_a_block_at_a_time(groups, monkeypatch):
-    """Every softmax but A_mm's [N, m, m] holds at most CHUNK_ELEMENTS weights, whatever the groups."""
+    """Every softmax but A_mm's [N, m, m] holds at most V's elements per item (c n), whatever the groups."""
     size, grid = (8, 6), (4, 3)
-    n, m, items = 48, 12, 2 * groups
-    monkeypatch.setattr(base_module, "CHUNK_ELEMENTS", 2 * n)
-    module = _randomized("csalr", channels=32, groups=groups, landmarks=grid)
+    n, m, items, c = 48, 12, 2 * groups, 4
+    monkeypatch.setattr(base_module, "MIN_CHUNK_ROWS", 1)
+    module = _randomized("csalr", channels=c * groups, groups=groups, landmarks=grid, qk_ratio=2)
     shapes = []
     real_softmax = torch.softmax
     monkeypatch.setattr(torch, "softmax", lambda t, *a, **kw: shapes.append(t.shape) or real_softmax(t, *a, **kw))
     with torch.no_grad():
-        module(torch.randn(2, 32, *size))
+        module(torch.randn(2, c * groups, *size))
     assert (items, m, m) in shapes
     blocks = [s for s in shapes if s != (items, m, m)]
-    assert blocks and all(s[0] * s[1] * s[2] <= max(2 * n, items * max(n, m)) for s in blocks)
-    assert sum(s[1] for s in blocks if s[2] == n) == m and sum(s[1] for s in blocks if s[2] == m) == n
+    assert blocks and all(s[0] == items and s[1] * s[2] <= c * n for s in blocks)
+    b_rows = [s[1] for s in blocks if s[2] == n]  # blocks of B's landmark rows, [N, rows, n]
+    s_cols = [s[2] for s in blocks if s[1] == m]  # blocks of S_nm^T's positions, [N, m, cols]
+    assert sum(b_rows) == m and sum(s_cols) == n and len(b_rows) + len(s_cols) == len(blocks)
 
 
 def _explicit_sa(q, k, v, scale):
@@ -320,25 +356,21 @@ def test_query_chunked_sa_computes_only_the_gradients_asked_for(needed):
 
 
 @pytest.mark.parametrize("groups", [1, 2])
-def test_sa_keeps_no_n_by_n_map_for_backward_and_holds_a_chunk_at_a_time(groups, monkeypatch):
-    """Saved for backward: at most input-sized tensors; the weights formed at once: [N, chunk, n]."""
-    n, items = 48, 2 * groups
-    monkeypatch.setattr(base_module, "CHUNK_ELEMENTS", 8 * n)  # a chunk of 8 / items rows
+def test_sa_keeps_no_n_by_n_map_for_backward_and_holds_a_block_at_a_time(groups, monkeypatch):
+    """Saved for backward: at most input-sized tensors; the weights formed at once: [N, rows, n] with at most
+    V's elements per item (c n)."""
+    n, items, c = 48, 2 * groups, 16 // groups
+    monkeypatch.setattr(base_module, "MIN_CHUNK_ROWS", 1)
     module = _randomized("sa", channels=16, groups=groups)
     x = torch.randn(2, 16, 8, 6, requires_grad=True)
     saved, softmaxes = [], []
     real_softmax = torch.softmax
-
-    def recording_softmax(t, *args, **kwargs):
-        softmaxes.append(tuple(t.shape))
-        return real_softmax(t, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "softmax", recording_softmax)
+    monkeypatch.setattr(torch, "softmax", lambda t, *a, **kw: softmaxes.append(t.shape) or real_softmax(t, *a, **kw))
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
         y = module(x)
     y.sum().backward()
     assert max(saved) <= 2 * 16 * n  # x and its projections; an n x n map would be items * n * n
-    assert softmaxes and all(s[0] == items and s[2] == n and s[0] * s[1] * s[2] <= 8 * n for s in softmaxes)
+    assert softmaxes and all(s[0] == items and s[2] == n and s[1] * s[2] <= c * n for s in softmaxes)
     assert sum(s[1] for s in softmaxes) == 2 * n  # every query row once forward, once backward
 
 

@@ -46,15 +46,15 @@ Shape = Sequence[int]
 
 SCALES = ("1", "sqrt")
 
-CHUNK_ELEMENTS = 1 << 22
-"""Attention weights a kernel forms at once where it works in row chunks (items x rows x row length; 16 MiB
-in float32): SA's query rows, CSALR's landmark rows and positions."""
+MIN_CHUNK_ROWS = 32
+"""The fewest rows :func:`chunk_rows` gives a block (fewer would make many small products)."""
 
 
-def chunk_rows(items: int, rows: int, row_length: int) -> int:
-    """Rows per chunk of an [items, rows, row_length] weight tensor formed :data:`CHUNK_ELEMENTS` at a time,
-    within [1, rows]."""
-    return min(rows, max(1, CHUNK_ELEMENTS // (items * row_length)))
+def chunk_rows(rows: int, row_length: int, value_elements: int) -> int:
+    """Rows per block of a weight tensor [N, rows, row_length] formed a block at a time: as many as keep a
+    block within V's size per item (``value_elements`` = c n), at least :data:`MIN_CHUNK_ROWS`, at most
+    ``rows``. The weights then add about V's size to the memory, whatever the batch and the groups."""
+    return min(rows, max(MIN_CHUNK_ROWS, value_elements // row_length))
 
 
 def is_positive_int(value: Any) -> bool:
@@ -185,11 +185,17 @@ class AttentionBlock(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Q, K [B*G, C'/G, n] and V [B*G, C/G, n] of ``x`` [B, C, H, W]."""
-        batch, _, height, width = x.shape
-        qkv = self.qkv(x).reshape(batch * self.groups, -1, height * width)
-        qk = self.qk_channels // self.groups
-        return qkv[:, :qk], qkv[:, qk : 2 * qk], qkv[:, 2 * qk :]
+        """Q, K [B*G, C'/G, n] and V [B*G, C/G, n] of ``x`` [B, C, H, W].
+
+        The ``qkv`` conv is applied as one batched product per (sample, group), bias included: the same sums
+        as the grouped 1x1 conv, which on the CPU ran group by group and concatenated the results."""
+        batch, channels, height, width = x.shape
+        g = self.groups
+        weight = self.qkv.weight.view(1, g, -1, channels // g).expand(batch, -1, -1, -1).flatten(0, 1)
+        bias = self.qkv.bias.view(1, g, -1, 1).expand(batch, -1, -1, -1).flatten(0, 1)
+        qkv = torch.baddbmm(bias, weight, x.reshape(batch * g, channels // g, height * width))
+        qk = self.qk_channels // g
+        return qkv.split((qk, qk, channels // g), dim=1)  # one gradient buffer for the three, not three
 
     def forward(self, x: Tensor, return_attention: bool | None = None, return_branch: bool = False):
         """``x`` [B, C, H, W] -> ``out`` = x + gamma * branch [B, C, H, W], where branch = fuse(attend(Q, K, V))

@@ -110,17 +110,20 @@ class CSALRKernel(LandmarkKernel):
         a_mm = a_mm + torch.eye(m, dtype=dtype, device=q.device)  # A_mm: [N, m, m]
         v_t = v.transpose(1, 2)
         e = v.new_empty(items, m, v.shape[1])  # landmark outputs E = B V^T: [N, m, c], by blocks of B's rows
-        step = chunk_rows(items, m, n)
+        step = chunk_rows(m, n, v.shape[1] * n)
         for rows in (slice(i, i + step) for i in range(0, m, step)):
             e[:, rows] = torch.softmax(q_land_t[:, rows] @ k, dim=-1, dtype=dtype).to(v.dtype) @ v_t
         with no_autocast(q):
             z_t = solve_landmarks(a_mm, e.to(dtype)).transpose(1, 2).to(v.dtype)  # Z^T = (A_mm^-1 E)^T: [N, c, m]
         y = spread_to_patches(z_t, -1, size, grid)  # (1(Q_i, K'_j) Z)^T, then + (S_nm Z)^T by blocks of positions
-        step = chunk_rows(items, n, m)
+        step = chunk_rows(n, m, v.shape[1] * n)
         for cols in (slice(i, i + step) for i in range(0, n, step)):
-            s_nm = torch.softmax(q[:, :, cols].transpose(1, 2) @ k_land, dim=-1, dtype=dtype)  # [N, cols, m]
+            s_mn = torch.softmax(k_land.transpose(1, 2) @ q[:, :, cols], dim=1, dtype=dtype)  # S_nm^T: [N, m, cols]
             with no_autocast(q):
-                y[:, :, cols].baddbmm_(z_t, s_nm.transpose(1, 2).to(v.dtype))
+                if step >= n:  # one block: out of place (an in-place view would copy the gradient back)
+                    y = torch.baddbmm(y, z_t, s_mn.to(v.dtype))
+                else:
+                    y[:, :, cols].baddbmm_(z_t, s_mn.to(v.dtype))
         if not need_weights:
             return y, None  # (A_nm Z)^T: [N, c, n]
         b = torch.softmax(q_land_t @ k, dim=-1, dtype=dtype)  # B: [N, m, n]

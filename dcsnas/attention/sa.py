@@ -100,7 +100,7 @@ def query_chunked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float = 1.0,
     ``chunk`` query rows at a time (default: :func:`~dcsnas.attention.base.chunk_rows`): the weights held at
     once are [N, chunk, n], in forward and backward. Softmaxes in :func:`compute_dtype`, products with V in
     V's dtype."""
-    chunk = chunk or chunk_rows(q.shape[0], q.shape[2], k.shape[2])
+    chunk = chunk or chunk_rows(q.shape[2], k.shape[2], v.shape[1] * v.shape[2])
     return _QueryChunkedAttention.apply(q, k, v, float(scale), int(chunk))
 
 
