@@ -301,6 +301,24 @@ def test_csalr_in_blocks_equals_the_whole_weights_in_float64_with_gradients(min_
         assert torch.allclose(got, want, rtol=0, atol=1e-12), name
 
 
+@pytest.mark.parametrize("min_rows", [1, 7, 1000])
+def test_csa_in_blocks_equals_the_whole_weights_in_float64_with_gradients(min_rows, monkeypatch):
+    monkeypatch.setattr(base_module, "MIN_CHUNK_ROWS", min_rows)
+    torch.manual_seed(min_rows)
+    size, grid, n = (7, 5), (3, 2), 35
+    q, k = (torch.randn(2, 3, n, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    v = torch.randn(2, 5, n, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 5, n, dtype=torch.float64)
+    y, _ = CSAKernel(grid)(q, k, v, size)
+    base = pool_landmarks(k, size, grid)
+    expected = v @ torch.softmax(base.transpose(1, 2) @ k, -1).transpose(1, 2) \
+        @ torch.softmax(q.transpose(1, 2) @ base, -1).transpose(1, 2)
+    assert torch.allclose(y, expected, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad((y * weight).sum(), (q, k, v))
+    for name, got, want in zip("qkv", grads, torch.autograd.grad((expected * weight).sum(), (q, k, v))):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12), name
+
+
 @pytest.mark.parametrize("groups", [1, 4])
 def test_csalr_forms_its_n_by_m_weights_a_block_at_a_time(groups, monkeypatch):
     """Every softmax but A_mm's [N, m, m] holds at most V's elements per item (c n), whatever the groups."""

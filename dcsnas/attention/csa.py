@@ -16,7 +16,9 @@ maps are computed *for*, and a map alpha_m(j) over the n positions must be appli
 (o_m = sum_j alpha_m(j) V_j, DESIGN's own formula): pooled V would be the base output of a uniform map,
 not of alpha_m. So V enters, unpooled, through the base outputs; pooling it would change the formula.
 
-Cost O(n M (C' + C)); softmaxes in ``promote_types(dtype, float32)``, products with V in V's dtype.
+Cost O(n M (C' + C)); softmaxes in ``promote_types(dtype, float32)``, products with V in V's dtype. alpha
+and S are formed a block of rows at a time (:func:`~dcsnas.attention.base.chunk_rows`: at most V's size per
+item), so the weights held at once do not grow with the groups.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from dcsnas.attention.base import AttentionBlock, compute_dtype, scale_factor
+from dcsnas.attention.base import AttentionBlock, chunk_rows, compute_dtype, scale_factor
 from dcsnas.attention.landmarks import (
     LandmarkKernel,
     Landmarks,
@@ -49,12 +51,25 @@ class CSAKernel(LandmarkKernel):
         base = pool_landmarks(k, size, landmark_grid(self.landmarks, size))  # [N, c', M]
         scale = scale_factor(self.scale, q.shape[1])
         base = base if scale == 1.0 else base * scale  # s b_m enters both logits
-        dtype = compute_dtype(q)
-        alpha = torch.softmax(base.transpose(1, 2) @ k, dim=-1, dtype=dtype)  # [N, M, n]
-        weights = torch.softmax(q.transpose(1, 2) @ base, dim=-1, dtype=dtype)  # [N, n, M]
-        base_out = v @ alpha.transpose(1, 2).to(v.dtype)  # o^T: [N, c, M]
-        y = base_out @ weights.transpose(1, 2).to(v.dtype)  # [N, c, n]
-        return y, (weights @ alpha if need_weights else None)
+        dtype, base_t, (items, m, n) = compute_dtype(q), base.transpose(1, 2), (q.shape[0], base.shape[2], q.shape[2])
+        base_out = v.new_empty(items, m, v.shape[1])  # o: [N, M, c], by blocks of alpha's rows
+        step = chunk_rows(m, n, v.shape[1] * n)
+        for rows in (slice(i, i + step) for i in range(0, m, step)):
+            alpha = torch.softmax(base_t[:, rows] @ k, dim=-1, dtype=dtype)  # [N, rows, n]
+            base_out[:, rows] = alpha.to(v.dtype) @ v.transpose(1, 2)
+        base_out_t = base_out.transpose(1, 2)  # o^T: [N, c, M]
+        step = chunk_rows(n, m, v.shape[1] * n)
+        y = v.new_empty(items, v.shape[1], n) if step < n else None  # [N, c, n], by blocks of positions
+        for cols in (slice(i, i + step) for i in range(0, n, step)):
+            weights_t = torch.softmax(base_t @ q[:, :, cols], dim=1, dtype=dtype)  # S^T: [N, M, cols]
+            if y is None:
+                y = base_out_t @ weights_t.to(v.dtype)
+            else:
+                y[:, :, cols] = base_out_t @ weights_t.to(v.dtype)
+        if not need_weights:
+            return y, None
+        alpha = torch.softmax(base_t @ k, dim=-1, dtype=dtype)
+        return y, torch.softmax(q.transpose(1, 2) @ base, dim=-1, dtype=dtype) @ alpha
 
     def flops(self, batch: int, qk_channels: int, channels: int, size: tuple[int, int],
               need_weights: bool = False) -> int:
