@@ -52,9 +52,10 @@ MIN_CHUNK_ROWS = 32
 
 def chunk_rows(rows: int, row_length: int, value_elements: int) -> int:
     """Rows per block of a weight tensor [N, rows, row_length] formed a block at a time: as many as keep a
-    block within V's size per item (``value_elements`` = c n), at least :data:`MIN_CHUNK_ROWS`, at most
-    ``rows``. The weights then add about V's size to the memory, whatever the batch and the groups."""
-    return min(rows, max(MIN_CHUNK_ROWS, value_elements // row_length))
+    block within a quarter of V's size per item (``value_elements`` = c n), at least :data:`MIN_CHUNK_ROWS`,
+    at most ``rows``. A block and its logits then add half of V's size to the memory, whatever the batch and
+    the groups."""
+    return min(rows, max(MIN_CHUNK_ROWS, value_elements // (4 * row_length)))
 
 
 def is_positive_int(value: Any) -> bool:
@@ -207,8 +208,7 @@ class AttentionBlock(nn.Module):
         """
         need_weights = self.return_attention if return_attention is None else return_attention
         batch, channels, height, width = x.shape
-        q, k, v = self.project(x)
-        y, attn = self.kernel(q, k, v, (height, width), need_weights)
+        y, attn = self.kernel(*self.project(x), (height, width), need_weights)  # Q, K, V freed on return
         y = self.fuse(y.reshape(batch, channels, height, width))
         out = torch.addcmul(x, self.gamma, y)
         extras = ((attn.unflatten(0, (batch, self.groups)),) if need_weights else ()) + ((y,) if return_branch else ())

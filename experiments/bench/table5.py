@@ -5,9 +5,11 @@ attention after layer1, layer2 and layer3, 96 landmarks per group), built with `
 (the weights do not change the cost) and profiled by :func:`dcsnas.bench.model.profile_models` in eval mode
 without gradients: latency (median of ``--repeats`` forwards of a ``--batch`` batch, the models interleaved
 in rounds) and peak memory of one forward above the weights and input (CPU: a fresh worker process, see
-:mod:`dcsnas.bench.model`). Each overhead is (model - PCB) / PCB, next to the paper's, which the paper
-reports as memory in MB/image and FPS (latency overhead = FPS_PCB / FPS - 1). The paper's figures are GPU
-training-time measurements of unstated setting; ours are of the device named in the JSON.
+:mod:`dcsnas.bench.model`); and the peak memory of one training step (train-mode forward and backward, the
+sum of the outputs as loss). Each overhead is (model - PCB) / PCB, next to the paper's, which the paper
+reports as memory in MB/image and FPS (latency overhead = FPS_PCB / FPS - 1); the paper does not say
+whether its memory is that of training or inference (its 138 MB/image for PCB is far above an inference
+forward's), nor its batch. Ours are of the device named in the JSON.
 
 Prints JSON, then the markdown table::
 
@@ -57,12 +59,12 @@ def table(device: str, batch: int, repeats: int, warmup: int) -> list[dict]:
         model, size = build(config)
         models.append(model)
         shapes.append((batch, 3, *size))
-    profiles = profile_models(models, shapes, device, repeats=repeats, warmup=warmup)
+    profiles = profile_models(models, shapes, device, repeats=repeats, warmup=warmup, train_memory=True)
     base = profiles[0]
     base_paper_memory, base_paper_fps = ROWS["PCB"][2], ROWS["PCB"][3]
     out = []
     for (name, (config, groups, paper_memory, paper_fps)), prof in zip(ROWS.items(), profiles):
-        memory = prof["peak_memory_mb"]
+        memory, train = prof["peak_memory_mb"], prof["train_peak_memory_mb"]
         out.append({
             "model": name, "config": f"experiments/paper/csalr/{config}", "groups": groups,
             "flops": prof["flops"], "latency_ms": round(prof["latency_ms"], 2),
@@ -71,6 +73,9 @@ def table(device: str, batch: int, repeats: int, warmup: int) -> list[dict]:
             "peak_memory_mb": None if memory is None else round(memory, 1),
             "memory_mb_per_image": None if memory is None else round(memory / batch, 2),
             "memory_overhead_percent": None if memory is None else percent(memory, base["peak_memory_mb"]),
+            "train_memory_mb_per_image": None if train is None else round(train / batch, 2),
+            "train_memory_overhead_percent": None if train is None else percent(train,
+                                                                               base["train_peak_memory_mb"]),
             "paper_memory_mb_per_image": paper_memory, "paper_fps": paper_fps,
             "paper_memory_overhead_percent": percent(paper_memory, base_paper_memory),
             "paper_latency_overhead_percent": percent(base_paper_fps, paper_fps),
@@ -79,13 +84,17 @@ def table(device: str, batch: int, repeats: int, warmup: int) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | latency ms | latency overhead | paper | memory MiB/image | memory overhead | paper |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    def cell(value, fmt):
+        return "n/a" if value is None else format(value, fmt)
+
+    lines = ["| model | latency ms | latency overhead | paper | inference MiB/image | overhead | "
+             "training MiB/image | overhead | paper memory overhead |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        mem = "n/a" if r["memory_mb_per_image"] is None else f"{r['memory_mb_per_image']:.2f}"
-        mem_over = "n/a" if r["memory_overhead_percent"] is None else f"{r['memory_overhead_percent']:+.1f} %"
         lines.append(f"| {r['model']} | {r['latency_ms']:.1f} | {r['latency_overhead_percent']:+.1f} % | "
-                     f"{r['paper_latency_overhead_percent']:+.1f} % | {mem} | {mem_over} | "
+                     f"{r['paper_latency_overhead_percent']:+.1f} % | {cell(r['memory_mb_per_image'], '.2f')} | "
+                     f"{cell(r['memory_overhead_percent'], '+.1f')} % | {cell(r['train_memory_mb_per_image'], '.1f')}"
+                     f" | {cell(r['train_memory_overhead_percent'], '+.1f')} % | "
                      f"{r['paper_memory_overhead_percent']:+.1f} % |")
     return "\n".join(lines)
 
@@ -96,10 +105,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=10, help="timed forwards per model")
-    parser.add_argument("--quick", action="store_true", help="batch 1, 2 timed forwards: a check that it runs")
+    parser.add_argument("--quick", action="store_true", help="batch 2, 2 timed forwards: a check that it runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    batch, repeats, warmup = (1, 2, 1) if args.quick else (args.batch, args.repeats, 2)
+    batch, repeats, warmup = (2, 2, 1) if args.quick else (args.batch, args.repeats, 2)
     load = os.getloadavg()
     rows = table(args.device, batch, repeats, warmup)
     print(json.dumps({
