@@ -20,8 +20,8 @@ from dcsnas.attention import (
     attention_options,
     create_attention,
 )
+from dcsnas.attention.chunked import query_chunked_attention
 from dcsnas.attention.landmarks import landmark_grid, pool_landmarks, spread_to_patches
-from dcsnas.attention.sa import query_chunked_attention
 from dcsnas.errors import ConfigError
 from dcsnas.models.builder import create_model
 
@@ -336,8 +336,21 @@ def test_csalr_forms_its_n_by_m_weights_a_block_at_a_time(groups, monkeypatch):
     blocks = [s for s in shapes if s != (items, m, m)]
     assert blocks and all(s[0] == items and 4 * s[1] * s[2] <= c * n for s in blocks)
     b_rows = [s[1] for s in blocks if s[2] == n]  # blocks of B's landmark rows, [N, rows, n]
-    s_cols = [s[2] for s in blocks if s[1] == m]  # blocks of S_nm^T's positions, [N, m, cols]
-    assert sum(b_rows) == m and sum(s_cols) == n and len(b_rows) + len(s_cols) == len(blocks)
+    s_rows = [s[1] for s in blocks if s[2] == m]  # blocks of S_nm's positions, [N, rows, m]
+    assert sum(b_rows) == m and sum(s_rows) == n and len(b_rows) + len(s_rows) == len(blocks)
+
+
+@pytest.mark.parametrize("name", ["csalr", "csa"])
+def test_compressed_attention_keeps_no_n_by_m_weights_for_backward(name):
+    """Saved for backward: Q, K, V, landmarks and the like, no [N, m, n] weights (they grow with the groups)."""
+    n, m, groups = 48, 12, 4
+    module = _randomized(name, channels=32, groups=groups, landmarks=(4, 3), qk_ratio=2)
+    x = torch.randn(2, 32, 8, 6, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        y = module(x)
+    y.sum().backward()
+    assert not [s for s in saved if len(s) == 3 and sorted(s[1:]) == [m, n]], saved
 
 
 def _explicit_sa(q, k, v, scale):

@@ -16,9 +16,10 @@ maps are computed *for*, and a map alpha_m(j) over the n positions must be appli
 (o_m = sum_j alpha_m(j) V_j, DESIGN's own formula): pooled V would be the base output of a uniform map,
 not of alpha_m. So V enters, unpooled, through the base outputs; pooling it would change the formula.
 
-Cost O(n M (C' + C)); softmaxes in ``promote_types(dtype, float32)``, products with V in V's dtype. alpha
-and S are formed a block of rows at a time (:func:`~dcsnas.attention.base.chunk_rows`: at most V's size per
-item), so the weights held at once do not grow with the groups.
+Cost O(n M (C' + C)); softmaxes in ``promote_types(dtype, float32)``, products with V in V's dtype. Both
+products are softmax attentions (o^T = V alpha^T with the base vectors as queries; y = o^T S^T with them as
+keys), computed by :func:`~dcsnas.attention.chunked.query_chunked_attention`: alpha and S are formed a
+block of rows at a time and not kept for backward, so their memory does not grow with the groups.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from dcsnas.attention.base import AttentionBlock, chunk_rows, compute_dtype, scale_factor
+from dcsnas.attention.chunked import query_chunked_attention
 from dcsnas.attention.landmarks import (
     LandmarkKernel,
     Landmarks,
@@ -51,24 +53,13 @@ class CSAKernel(LandmarkKernel):
         base = pool_landmarks(k, size, landmark_grid(self.landmarks, size))  # [N, c', M]
         scale = scale_factor(self.scale, q.shape[1])
         base = base if scale == 1.0 else base * scale  # s b_m enters both logits
-        dtype, base_t, (items, m, n) = compute_dtype(q), base.transpose(1, 2), (q.shape[0], base.shape[2], q.shape[2])
-        base_out = v.new_empty(items, m, v.shape[1])  # o: [N, M, c], by blocks of alpha's rows
-        step = chunk_rows(m, n, v.shape[1] * n)
-        for rows in (slice(i, i + step) for i in range(0, m, step)):
-            alpha = torch.softmax(base_t[:, rows] @ k, dim=-1, dtype=dtype)  # [N, rows, n]
-            base_out[:, rows] = alpha.to(v.dtype) @ v.transpose(1, 2)
-        base_out_t = base_out.transpose(1, 2)  # o^T: [N, c, M]
-        step = chunk_rows(n, m, v.shape[1] * n)
-        y = v.new_empty(items, v.shape[1], n) if step < n else None  # [N, c, n], by blocks of positions
-        for cols in (slice(i, i + step) for i in range(0, n, step)):
-            weights_t = torch.softmax(base_t @ q[:, :, cols], dim=1, dtype=dtype)  # S^T: [N, M, cols]
-            if y is None:
-                y = base_out_t @ weights_t.to(v.dtype)
-            else:
-                y[:, :, cols] = base_out_t @ weights_t.to(v.dtype)
+        base_out_t = query_chunked_attention(base, k, v)  # o^T = V alpha^T: [N, c, M], alpha by blocks of rows
+        step = chunk_rows(q.shape[2], base.shape[2], v.shape[1] * q.shape[2])
+        y = query_chunked_attention(q, base, base_out_t, chunk=step)  # o^T S^T: [N, c, n], S by blocks
         if not need_weights:
             return y, None
-        alpha = torch.softmax(base_t @ k, dim=-1, dtype=dtype)
+        dtype = compute_dtype(q)
+        alpha = torch.softmax(base.transpose(1, 2) @ k, dim=-1, dtype=dtype)
         return y, torch.softmax(q.transpose(1, 2) @ base, dim=-1, dtype=dtype) @ alpha
 
     def flops(self, batch: int, qk_channels: int, channels: int, size: tuple[int, int],

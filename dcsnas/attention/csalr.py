@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 
 from dcsnas.attention.base import AttentionBlock, chunk_rows, compute_dtype, no_autocast, scale_factor
+from dcsnas.attention.chunked import query_chunked_attention
 from dcsnas.attention.landmarks import (
     LandmarkKernel,
     Landmarks,
@@ -105,25 +106,15 @@ class CSALRKernel(LandmarkKernel):
         q = q if scale == 1.0 else q * scale
         q_land, k_land = pool_landmarks(q, size, grid), pool_landmarks(k, size, grid)  # [N, c', m]
         q_land_t, dtype = q_land.transpose(1, 2), compute_dtype(q)
-        items, m, n = q.shape[0], q_land.shape[2], q.shape[2]
+        m, n = q_land.shape[2], q.shape[2]
         a_mm = torch.softmax(q_land_t @ k_land, dim=-1, dtype=dtype)
         a_mm = a_mm + torch.eye(m, dtype=dtype, device=q.device)  # A_mm: [N, m, m]
-        v_t = v.transpose(1, 2)
-        e = v.new_empty(items, m, v.shape[1])  # landmark outputs E = B V^T: [N, m, c], by blocks of B's rows
-        step = chunk_rows(m, n, v.shape[1] * n)
-        for rows in (slice(i, i + step) for i in range(0, m, step)):
-            e[:, rows] = torch.softmax(q_land_t[:, rows] @ k, dim=-1, dtype=dtype).to(v.dtype) @ v_t
+        e_t = query_chunked_attention(q_land, k, v)  # E^T = V B^T: [N, c, m], B by blocks of landmark rows
         with no_autocast(q):
-            z_t = solve_landmarks(a_mm, e.to(dtype)).transpose(1, 2).to(v.dtype)  # Z^T = (A_mm^-1 E)^T: [N, c, m]
-        y = spread_to_patches(z_t, -1, size, grid)  # (1(Q_i, K'_j) Z)^T, then + (S_nm Z)^T by blocks of positions
-        step = chunk_rows(n, m, v.shape[1] * n)
-        for cols in (slice(i, i + step) for i in range(0, n, step)):
-            s_mn = torch.softmax(k_land.transpose(1, 2) @ q[:, :, cols], dim=1, dtype=dtype)  # S_nm^T: [N, m, cols]
-            with no_autocast(q):
-                if step >= n:  # one block: out of place (an in-place view would copy the gradient back)
-                    y = torch.baddbmm(y, z_t, s_mn.to(v.dtype))
-                else:
-                    y[:, :, cols].baddbmm_(z_t, s_mn.to(v.dtype))
+            z_t = solve_landmarks(a_mm, e_t.transpose(1, 2).to(dtype)).transpose(1, 2).to(v.dtype)  # Z^T: [N, c, m]
+        # (S_nm Z)^T by blocks of positions, plus (1(Q_i, K'_j) Z)^T
+        y = query_chunked_attention(q, k_land, z_t, chunk=chunk_rows(n, m, v.shape[1] * n))
+        y += spread_to_patches(z_t, -1, size, grid)
         if not need_weights:
             return y, None  # (A_nm Z)^T: [N, c, n]
         b = torch.softmax(q_land_t @ k, dim=-1, dtype=dtype)  # B: [N, m, n]

@@ -7,14 +7,12 @@ stores the n x n map unless it is asked for:
 - CUDA, where :func:`torch.backends.cuda.can_use_efficient_attention` accepts the shapes:
   :func:`torch.nn.functional.scaled_dot_product_attention` on Q, K and V at their own widths (the
   memory-efficient kernel takes unequal widths and keeps no map);
-- otherwise (CPU, and CUDA shapes no fused kernel takes): :func:`query_chunked_attention`, exact attention
-  over row chunks of queries. Each chunk's softmax runs over all n keys, so the result is the formula's,
-  and the map held at once is N x chunk x n (:func:`~dcsnas.attention.base.chunk_rows`). It is written by
-  hand because no torch kernel does this for unequal widths on the CPU: SDPA's fused CPU kernel needs one width
-  and its reference path stores the map (and autograd keeps it for backward); zero-padding Q and K to V's
-  width would multiply the Q^T K work by C/C'; ``torch.utils.checkpoint`` per chunk would also recompute
-  V A^T in the backward pass. Its backward pass recomputes each chunk's map from Q and K (2 N chunk n C'
-  FLOPs, C/C' times less than the forward's V A^T) and applies softmax's gradient to it;
+- otherwise (CPU, and CUDA shapes no fused kernel takes):
+  :func:`~dcsnas.attention.chunked.query_chunked_attention`, exact attention over row chunks of queries
+  (each chunk's softmax runs over all n keys, so the result is the formula's), which keeps no map for
+  backward and holds one chunk of it at a time. No torch kernel does this for unequal widths on the CPU:
+  SDPA's fused CPU kernel needs one width and its reference path stores the map; zero-padding Q and K to
+  V's width would multiply the Q^T K work by C/C';
 - ``explicit=True`` or ``need_weights``: softmax(s Q^T K) as one tensor (the benchmark baseline; the map
   for visualisation). While tracing or exporting, SDPA (one fused graph node).
 
@@ -28,80 +26,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from dcsnas.attention.base import (
-    AttentionBlock,
-    AttentionKernel,
-    check_scale,
-    chunk_rows,
-    compute_dtype,
-    scale_factor,
-)
-
-
-def _chunk_weights(q_scaled: Tensor, k: Tensor, rows: slice) -> Tensor:
-    """softmax(s Q_rows^T K) over keys, [N, rows, n], in :func:`compute_dtype`; ``q_scaled`` = s Q."""
-    logits = q_scaled[:, :, rows].transpose(1, 2) @ k
-    return torch.softmax(logits, dim=-1, dtype=compute_dtype(logits))
-
-
-class _QueryChunkedAttention(torch.autograd.Function):
-    """y = V softmax(s Q^T K)^T one chunk of query rows at a time; saves Q, K, V only (no map)."""
-
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float, chunk: int) -> Tensor:
-        q_scaled = q if scale == 1.0 else q * scale
-        v_t = v.transpose(1, 2)
-        y_t = v.new_empty(v.shape[0], q.shape[2], v.shape[1])  # y^T: [N, n, c], filled by row blocks
-        for start in range(0, q.shape[2], chunk):
-            rows = slice(start, start + chunk)
-            y_t[:, rows] = _chunk_weights(q_scaled, k, rows).to(v.dtype) @ v_t
-        ctx.save_for_backward(q, k, v)
-        ctx.scale, ctx.chunk = scale, chunk
-        return y_t.transpose(1, 2)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy: Tensor):
-        """Per chunk, with P its weights: dV += dy P, dP = dy^T V, dS = P (dP - rowsum(P dP)) (softmax's
-        gradient), dQ = s K dS^T, dK += s Q dS."""
-        q, k, v = ctx.saved_tensors
-        scale, chunk = ctx.scale, ctx.chunk
-        q_scaled = q if scale == 1.0 else q * scale
-        need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        dq = torch.empty_like(q) if need_q else None
-        dk = torch.zeros_like(k) if need_k else None
-        dv = torch.zeros_like(v) if need_v else None
-        for start in range(0, q.shape[2], chunk):
-            rows = slice(start, start + chunk)
-            p = _chunk_weights(q_scaled, k, rows)  # [N, r, n]
-            dy_rows = dy[:, :, rows]
-            if need_v:
-                dv.baddbmm_(dy_rows, p.to(v.dtype))
-            if not (need_q or need_k):
-                continue
-            ds = (dy_rows.transpose(1, 2) @ v).to(p.dtype)  # dP: [N, r, n]
-            ds -= (ds * p).sum(-1, keepdim=True)
-            ds *= p  # dS
-            ds = ds.to(q.dtype)
-            if need_q:
-                dq[:, :, rows] = k @ ds.transpose(1, 2)
-            if need_k:
-                dk.baddbmm_(q_scaled[:, :, rows], ds)
-        if need_q and scale != 1.0:
-            dq *= scale
-        return dq, dk, dv, None, None
-
-
-def query_chunked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float = 1.0,
-                            chunk: Optional[int] = None) -> Tensor:
-    """Exact softmax attention ``v`` softmax(s q^T k)^T for ``q``, ``k`` [N, c', n], ``v`` [N, c, n] -> [N, c, n],
-    ``chunk`` query rows at a time (default: :func:`~dcsnas.attention.base.chunk_rows`): the weights held at
-    once are [N, chunk, n], in forward and backward. Softmaxes in :func:`compute_dtype`, products with V in
-    V's dtype."""
-    chunk = chunk or chunk_rows(q.shape[2], k.shape[2], v.shape[1] * v.shape[2])
-    return _QueryChunkedAttention.apply(q, k, v, float(scale), int(chunk))
+from dcsnas.attention.base import AttentionBlock, AttentionKernel, check_scale, compute_dtype, scale_factor
+from dcsnas.attention.chunked import query_chunked_attention
 
 
 def _efficient_sdpa_applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
