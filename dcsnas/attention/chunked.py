@@ -30,22 +30,26 @@ def _chunk_weights(q_scaled: Tensor, k: Tensor, rows: slice) -> Tensor:
     return torch.softmax(logits, dim=-1, dtype=compute_dtype(logits))
 
 
+def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, chunk: int) -> Tensor:
+    """The forward pass: V softmax(s Q^T K)^T [N, c, r], one block of ``chunk`` query rows at a time."""
+    q_scaled = q if scale == 1.0 else q * scale
+    if chunk >= q.shape[2]:
+        return v @ _chunk_weights(q_scaled, k, slice(None)).transpose(1, 2).to(v.dtype)
+    y = v.new_empty(v.shape[0], v.shape[1], q.shape[2])  # filled by column blocks
+    for start in range(0, q.shape[2], chunk):
+        rows = slice(start, start + chunk)
+        y[:, :, rows] = v @ _chunk_weights(q_scaled, k, rows).transpose(1, 2).to(v.dtype)
+    return y
+
+
 class _QueryChunkedAttention(torch.autograd.Function):
     """y = V softmax(s Q^T K)^T one chunk of query rows at a time; saves Q, K, V only (no map)."""
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float, chunk: int) -> Tensor:
-        q_scaled = q if scale == 1.0 else q * scale
-        if chunk >= q.shape[2]:
-            y = v @ _chunk_weights(q_scaled, k, slice(None)).transpose(1, 2).to(v.dtype)
-        else:
-            y = v.new_empty(v.shape[0], v.shape[1], q.shape[2])  # [N, c, r], filled by column blocks
-            for start in range(0, q.shape[2], chunk):
-                rows = slice(start, start + chunk)
-                y[:, :, rows] = v @ _chunk_weights(q_scaled, k, rows).transpose(1, 2).to(v.dtype)
         ctx.save_for_backward(q, k, v)
         ctx.scale, ctx.chunk = scale, chunk
-        return y
+        return _attend(q, k, v, scale, chunk)
 
     @staticmethod
     @once_differentiable
@@ -85,5 +89,8 @@ def query_chunked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float = 1.0,
     """Exact softmax attention ``v`` softmax(s q^T k)^T for ``q`` [N, c', r], ``k`` [N, c', n], ``v`` [N, c, n]
     -> [N, c, r] (a new tensor), ``chunk`` query rows at a time (default: :func:`~dcsnas.attention.base.chunk_rows`
     of V's size): the weights held at once are [N, chunk, n], in forward and backward."""
-    chunk = chunk or chunk_rows(q.shape[2], k.shape[2], v.shape[1] * v.shape[2])
-    return _QueryChunkedAttention.apply(q, k, v, float(scale), int(chunk))
+    chunk = int(chunk or chunk_rows(q.shape[2], k.shape[2], v.shape[1] * v.shape[2]))
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if not needs_grad or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return _attend(q, k, v, float(scale), chunk)  # plain operators: nothing to save, and exportable
+    return _QueryChunkedAttention.apply(q, k, v, float(scale), chunk)
