@@ -271,6 +271,11 @@ def test_spread_to_patches_is_the_indicator_product_with_its_gradient(size, grid
     g_got, = torch.autograd.grad((got * weight).sum(), t)
     g_want, = torch.autograd.grad((want * weight).sum(), t)
     assert torch.allclose(g_got, g_want, rtol=0, atol=1e-12)
+    base = torch.randn(want.shape, dtype=torch.float64)
+    added = spread_to_patches(t, dim, size, grid, add_to=base.clone())
+    assert torch.allclose(added, base + want, rtol=0, atol=1e-15)
+    g_added, = torch.autograd.grad((added * weight).sum(), t)
+    assert torch.allclose(g_added, g_want, rtol=0, atol=1e-12)
 
 
 def _csalr_whole(q, k, v, size, grid):
@@ -690,7 +695,8 @@ def test_the_bf16_bound_rejects_a_csalr_kernel_without_the_indicator(monkeypatch
         reference = module.double()(x.double())
         module.float()
         real = csalr_module.spread_to_patches
-        monkeypatch.setattr(csalr_module, "spread_to_patches", lambda t, *args: 0 * real(t, *args))
+        monkeypatch.setattr(csalr_module, "spread_to_patches", lambda t, *args, add_to=None: real(0 * t, *args,
+                                                                                                      add_to=add_to))
         wrong = module(x)
     assert ((wrong.double() - reference).abs() > bound).float().mean() > 0.5
 

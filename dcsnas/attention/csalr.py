@@ -114,7 +114,7 @@ class CSALRKernel(LandmarkKernel):
             z_t = solve_landmarks(a_mm, e_t.transpose(1, 2).to(dtype)).transpose(1, 2).to(v.dtype)  # Z^T: [N, c, m]
         # (S_nm Z)^T by blocks of positions, plus (1(Q_i, K'_j) Z)^T
         y = query_chunked_attention(q, k_land, z_t, chunk=chunk_rows(n, m, v.shape[1] * n))
-        y += spread_to_patches(z_t, -1, size, grid)
+        spread_to_patches(z_t, -1, size, grid, add_to=y)
         if not need_weights:
             return y, None  # (A_nm Z)^T: [N, c, n]
         b = torch.softmax(q_land_t @ k, dim=-1, dtype=dtype)  # B: [N, m, n]
