@@ -46,7 +46,7 @@ Shape = Sequence[int]
 
 SCALES = ("1", "sqrt")
 
-MIN_CHUNK_ROWS = 32
+MIN_CHUNK_ROWS = 8
 """The fewest rows :func:`chunk_rows` gives a block (fewer would make many small products)."""
 
 
