@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import dcsnas.attention.base as base_module
 import dcsnas.attention.csalr as csalr_module
 import dcsnas.attention.dcs as dcs_module
 from dcsnas.attention import (
@@ -19,6 +20,7 @@ from dcsnas.attention import (
     attention_options,
     create_attention,
 )
+from dcsnas.attention.chunked import query_chunked_attention
 from dcsnas.attention.landmarks import landmark_grid, pool_landmarks, spread_to_patches
 from dcsnas.errors import ConfigError
 from dcsnas.models.builder import create_model
@@ -235,6 +237,178 @@ def test_sa_through_sdpa_equals_explicit_sa_with_gradients(scale, groups):
     y_f.square().sum().backward()
     for (name, p_e), p_f in zip(explicit.named_parameters(), fused.parameters()):
         assert torch.allclose(p_e.grad, p_f.grad, atol=1e-4), name
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_the_projection_is_the_grouped_qkv_conv_in_float64_with_gradients(groups):
+    module = _randomized("csalr", channels=32, groups=groups, landmarks=4, qk_ratio=2).double()
+    x = torch.randn(2, 32, 6, 4, dtype=torch.float64, requires_grad=True)
+    conv = F.conv2d(x, module.qkv.weight, module.qkv.bias, groups=groups).reshape(2 * groups, -1, 24)
+    qk = module.qk_channels // groups
+    for got, want in zip(module.project(x), (conv[:, :qk], conv[:, qk : 2 * qk], conv[:, 2 * qk :])):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12)
+    weight = torch.randn(conv.shape, dtype=torch.float64)
+    params = (x, module.qkv.weight, module.qkv.bias)
+    got = torch.autograd.grad((torch.cat(module.project(x), 1) * weight).sum(), params)
+    for a, b in zip(got, torch.autograd.grad((conv * weight).sum(), params)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size, grid", [((8, 6), (4, 3)), ((8, 6), (8, 6)), ((8, 6), (1, 1)), ((7, 5), (3, 2))])
+@pytest.mark.parametrize("dim", [1, -1])
+def test_spread_to_patches_is_the_indicator_product_with_its_gradient(size, grid, dim):
+    n, m = size[0] * size[1], grid[0] * grid[1]
+    indicator = torch.zeros(n, m, dtype=torch.float64)  # 1(position (r, c) lies in patch (r H'/H, c W'/W))
+    for r in range(size[0]):
+        for c in range(size[1]):
+            indicator[r * size[1] + c, (r * grid[0] // size[0]) * grid[1] + c * grid[1] // size[1]] = 1
+    t = torch.randn(2, m, 3, dtype=torch.float64, requires_grad=True) if dim == 1 else \
+        torch.randn(2, 3, m, dtype=torch.float64, requires_grad=True)
+    got = spread_to_patches(t, dim, size, grid)
+    want = indicator @ t if dim == 1 else t @ indicator.T
+    assert torch.equal(got, want) and got.data_ptr() != t.data_ptr()
+    weight = torch.randn(want.shape, dtype=torch.float64)
+    g_got, = torch.autograd.grad((got * weight).sum(), t)
+    g_want, = torch.autograd.grad((want * weight).sum(), t)
+    assert torch.allclose(g_got, g_want, rtol=0, atol=1e-12)
+    base = torch.randn(want.shape, dtype=torch.float64)
+    added = spread_to_patches(t, dim, size, grid, add_to=base.clone())
+    assert torch.allclose(added, base + want, rtol=0, atol=1e-15)
+    g_added, = torch.autograd.grad((added * weight).sum(), t)
+    assert torch.allclose(g_added, g_want, rtol=0, atol=1e-12)
+
+
+def _csalr_whole(q, k, v, size, grid):
+    """CSALR's output with every weight tensor formed whole (B [N, m, n], S_nm [N, n, m]), as before the
+    kernel formed them in blocks: [N, c, n]."""
+    ql, kl = pool_landmarks(q, size, grid), pool_landmarks(k, size, grid)
+    b = torch.softmax(ql.transpose(1, 2) @ k, -1)
+    s_nm = torch.softmax(q.transpose(1, 2) @ kl, -1)
+    a_mm = torch.softmax(ql.transpose(1, 2) @ kl, -1) + torch.eye(ql.shape[2], dtype=q.dtype)
+    z_t = torch.linalg.solve(a_mm, b @ v.transpose(1, 2)).transpose(1, 2)
+    return z_t @ s_nm.transpose(1, 2) + spread_to_patches(z_t, -1, size, grid)
+
+
+@pytest.mark.parametrize("min_rows", [1, 7, 1000])  # V's size / 4 (c = 5: blocks not dividing m, n); 7; whole
+@pytest.mark.parametrize("size, grid", [((8, 6), (4, 3)), ((7, 5), (3, 2))])
+def test_csalr_in_blocks_equals_the_whole_weights_in_float64_with_gradients(min_rows, size, grid, monkeypatch):
+    monkeypatch.setattr(base_module, "MIN_CHUNK_ROWS", min_rows)
+    torch.manual_seed(min_rows)
+    n = size[0] * size[1]
+    q, k = (torch.randn(2, 3, n, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    v = torch.randn(2, 5, n, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 5, n, dtype=torch.float64)
+    y, _ = CSALRKernel(grid)(q, k, v, size)
+    expected = _csalr_whole(q, k, v, size, grid)
+    assert torch.allclose(y, expected, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad((y * weight).sum(), (q, k, v))
+    for name, got, want in zip("qkv", grads, torch.autograd.grad((expected * weight).sum(), (q, k, v))):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12), name
+
+
+@pytest.mark.parametrize("min_rows", [1, 7, 1000])
+def test_csa_in_blocks_equals_the_whole_weights_in_float64_with_gradients(min_rows, monkeypatch):
+    monkeypatch.setattr(base_module, "MIN_CHUNK_ROWS", min_rows)
+    torch.manual_seed(min_rows)
+    size, grid, n = (7, 5), (3, 2), 35
+    q, k = (torch.randn(2, 3, n, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    v = torch.randn(2, 5, n, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 5, n, dtype=torch.float64)
+    y, _ = CSAKernel(grid)(q, k, v, size)
+    base = pool_landmarks(k, size, grid)
+    expected = v @ torch.softmax(base.transpose(1, 2) @ k, -1).transpose(1, 2) \
+        @ torch.softmax(q.transpose(1, 2) @ base, -1).transpose(1, 2)
+    assert torch.allclose(y, expected, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad((y * weight).sum(), (q, k, v))
+    for name, got, want in zip("qkv", grads, torch.autograd.grad((expected * weight).sum(), (q, k, v))):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12), name
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_csalr_forms_its_n_by_m_weights_a_block_at_a_time(groups, monkeypatch):
+    """Every softmax but A_mm's [N, m, m] holds at most a quarter of V's elements per item (c n / 4), whatever
+    the groups."""
+    size, grid = (8, 6), (4, 3)
+    n, m, items, c = 48, 12, 2 * groups, 4
+    monkeypatch.setattr(base_module, "MIN_CHUNK_ROWS", 1)
+    module = _randomized("csalr", channels=c * groups, groups=groups, landmarks=grid, qk_ratio=2)
+    shapes = []
+    real_softmax = torch.softmax
+    monkeypatch.setattr(torch, "softmax", lambda t, *a, **kw: shapes.append(t.shape) or real_softmax(t, *a, **kw))
+    with torch.no_grad():
+        module(torch.randn(2, c * groups, *size))
+    assert (items, m, m) in shapes
+    blocks = [s for s in shapes if s != (items, m, m)]
+    assert blocks and all(s[0] == items and 4 * s[1] * s[2] <= c * n for s in blocks)
+    b_rows = [s[1] for s in blocks if s[2] == n]  # blocks of B's landmark rows, [N, rows, n]
+    s_rows = [s[1] for s in blocks if s[2] == m]  # blocks of S_nm's positions, [N, rows, m]
+    assert sum(b_rows) == m and sum(s_rows) == n and len(b_rows) + len(s_rows) == len(blocks)
+
+
+@pytest.mark.parametrize("name", ["csalr", "csa"])
+def test_compressed_attention_keeps_no_n_by_m_weights_for_backward(name):
+    """Saved for backward: Q, K, V, landmarks and the like, no [N, m, n] weights (they grow with the groups)."""
+    n, m, groups = 48, 12, 4
+    module = _randomized(name, channels=32, groups=groups, landmarks=(4, 3), qk_ratio=2)
+    x = torch.randn(2, 32, 8, 6, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        y = module(x)
+    y.sum().backward()
+    assert not [s for s in saved if len(s) == 3 and sorted(s[1:]) == [m, n]], saved
+
+
+def _explicit_sa(q, k, v, scale):
+    """softmax(s Q^T K) V^T written out: [N, c, n]."""
+    return v @ torch.softmax(scale * q.transpose(1, 2) @ k, dim=-1).transpose(1, 2)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.3])
+@pytest.mark.parametrize("n, chunk", [(24, 1), (24, 6), (24, 8), (24, 24), (24, 5), (24, 7), (23, 10), (24, 100)])
+def test_query_chunked_sa_equals_the_whole_map_in_float64_with_gradients(n, chunk, scale):
+    """Chunk sizes that divide n, that do not, and larger than n; gradients of Q, K and V included."""
+    torch.manual_seed(n + chunk)
+    q, k = (torch.randn(3, 4, n, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    v = torch.randn(3, 5, n, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 5, n, dtype=torch.float64)
+    y = query_chunked_attention(q, k, v, scale, chunk)
+    expected = _explicit_sa(q, k, v, scale)
+    assert torch.allclose(y, expected, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad((y * weight).sum(), (q, k, v))
+    expected_grads = torch.autograd.grad((expected * weight).sum(), (q, k, v))
+    for name, got, want in zip("qkv", grads, expected_grads):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12), name
+
+
+@pytest.mark.parametrize("needed", ["q", "k", "v", "qv"])
+def test_query_chunked_sa_computes_only_the_gradients_asked_for(needed):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, c, 10, dtype=torch.float64) for c in (3, 3, 4))
+    leaves = {"q": q, "k": k, "v": v}
+    for name in needed:
+        leaves[name].requires_grad_(True)
+    got = torch.autograd.grad(query_chunked_attention(q, k, v, 1.0, 3).sum(), [leaves[c] for c in needed])
+    want = torch.autograd.grad(_explicit_sa(q, k, v, 1.0).sum(), [leaves[c] for c in needed])
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_sa_keeps_no_n_by_n_map_for_backward_and_holds_a_block_at_a_time(groups, monkeypatch):
+    """Saved for backward: at most input-sized tensors; the weights formed at once: [N, rows, n] with at most
+    a quarter of V's elements per item (c n / 4)."""
+    n, items, c = 48, 2 * groups, 16 // groups
+    monkeypatch.setattr(base_module, "MIN_CHUNK_ROWS", 1)
+    module = _randomized("sa", channels=16, groups=groups)
+    x = torch.randn(2, 16, 8, 6, requires_grad=True)
+    saved, softmaxes = [], []
+    real_softmax = torch.softmax
+    monkeypatch.setattr(torch, "softmax", lambda t, *a, **kw: softmaxes.append(t.shape) or real_softmax(t, *a, **kw))
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        y = module(x)
+    y.sum().backward()
+    assert max(saved) <= 2 * 16 * n  # x and its projections; an n x n map would be items * n * n
+    assert softmaxes and all(s[0] == items and s[2] == n and 4 * s[1] * s[2] <= c * n for s in softmaxes)
+    assert sum(s[1] for s in softmaxes) == 2 * n  # every query row once forward, once backward
 
 
 @pytest.mark.parametrize("name, options", SPECS, ids=IDS)
@@ -521,7 +695,8 @@ def test_the_bf16_bound_rejects_a_csalr_kernel_without_the_indicator(monkeypatch
         reference = module.double()(x.double())
         module.float()
         real = csalr_module.spread_to_patches
-        monkeypatch.setattr(csalr_module, "spread_to_patches", lambda t, *args: 0 * real(t, *args))
+        monkeypatch.setattr(csalr_module, "spread_to_patches", lambda t, *args, add_to=None: real(0 * t, *args,
+                                                                                                      add_to=add_to))
         wrong = module(x)
     assert ((wrong.double() - reference).abs() > bound).float().mean() > 0.5
 

@@ -88,16 +88,17 @@ def test_sa_256_channels_on_32x16_is_235_mflops_on_cpu_and_meta(device):
     assert count_flops(module, (1, 256, 32, 16), device) == 234_881_024
 
 
-def test_sdpa_gets_q_and_k_at_their_own_width(monkeypatch):
-    """Padding Q, K (C' = C/8) to V's width would do 8x the Q^T K work."""
+def test_sa_attends_q_and_k_at_their_own_width(monkeypatch):
+    """Padding Q, K (C' = C/8) to V's width would do 8x the Q^T K work; on the CPU SA runs query-chunked."""
     seen = []
-    real = sa_module.F.scaled_dot_product_attention
+    real = sa_module.query_chunked_attention
 
-    def recording(q, k, v, **kwargs):
-        seen.append((q.shape[-1], k.shape[-1], v.shape[-1]))
-        return real(q, k, v, **kwargs)
+    def recording(q, k, v, *args, **kwargs):
+        seen.append((q.shape[1], k.shape[1], v.shape[1]))
+        return real(q, k, v, *args, **kwargs)
 
-    monkeypatch.setattr(sa_module.F, "scaled_dot_product_attention", recording)
+    monkeypatch.setattr(sa_module, "query_chunked_attention", recording)
+    monkeypatch.setattr(sa_module.F, "scaled_dot_product_attention", None)  # not called on the CPU
     module = create_attention("sa", 64)
     with torch.no_grad():
         module.gamma.fill_(1.0)

@@ -13,6 +13,9 @@ An :class:`AttentionBlock` maps ``x`` [B, C, H, W] to ``x + gamma * fuse(attend(
 - The attention itself is an :class:`AttentionKernel`: a parameter-free functional core that takes Q, K,
   V of every (sample, group) pair, so DCS can gate Q and K and reuse any kernel (SA, CSA, CSALR).
 
+**Memory.** No kernel forms an n x n map unless it is asked for; weights of n x n (SA) or n x m (CSALR) per
+item are formed :func:`chunk_rows` rows at a time, so that without gradients the peak holds one chunk.
+
 **Precision.** Kernels compute softmaxes and solves in ``promote_types(dtype, float32)`` (:func:`compute_dtype`):
 float64 stays float64, half precision (also under autocast) is raised to float32.
 
@@ -42,6 +45,17 @@ Shape = Sequence[int]
 
 
 SCALES = ("1", "sqrt")
+
+MIN_CHUNK_ROWS = 8
+"""The fewest rows :func:`chunk_rows` gives a block (fewer would make many small products)."""
+
+
+def chunk_rows(rows: int, row_length: int, value_elements: int) -> int:
+    """Rows per block of a weight tensor [N, rows, row_length] formed a block at a time: as many as keep a
+    block within a quarter of V's size per item (``value_elements`` = c n), at least :data:`MIN_CHUNK_ROWS`,
+    at most ``rows``. A block and its logits then add half of V's size to the memory, whatever the batch and
+    the groups."""
+    return min(rows, max(MIN_CHUNK_ROWS, value_elements // (4 * row_length)))
 
 
 def is_positive_int(value: Any) -> bool:
@@ -172,11 +186,17 @@ class AttentionBlock(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Q, K [B*G, C'/G, n] and V [B*G, C/G, n] of ``x`` [B, C, H, W]."""
-        batch, _, height, width = x.shape
-        qkv = self.qkv(x).reshape(batch * self.groups, -1, height * width)
-        qk = self.qk_channels // self.groups
-        return qkv[:, :qk], qkv[:, qk : 2 * qk], qkv[:, 2 * qk :]
+        """Q, K [B*G, C'/G, n] and V [B*G, C/G, n] of ``x`` [B, C, H, W].
+
+        The ``qkv`` conv is applied as one batched product per (sample, group), bias included: the same sums
+        as the grouped 1x1 conv, which on the CPU ran group by group and concatenated the results."""
+        batch, channels, height, width = x.shape
+        g = self.groups
+        weight = self.qkv.weight.view(1, g, -1, channels // g).expand(batch, -1, -1, -1).flatten(0, 1)
+        bias = self.qkv.bias.view(1, g, -1, 1).expand(batch, -1, -1, -1).flatten(0, 1)
+        qkv = torch.baddbmm(bias, weight, x.reshape(batch * g, channels // g, height * width))
+        qk = self.qk_channels // g
+        return qkv.split((qk, qk, channels // g), dim=1)  # one gradient buffer for the three, not three
 
     def forward(self, x: Tensor, return_attention: bool | None = None, return_branch: bool = False):
         """``x`` [B, C, H, W] -> ``out`` = x + gamma * branch [B, C, H, W], where branch = fuse(attend(Q, K, V))
@@ -188,8 +208,7 @@ class AttentionBlock(nn.Module):
         """
         need_weights = self.return_attention if return_attention is None else return_attention
         batch, channels, height, width = x.shape
-        q, k, v = self.project(x)
-        y, attn = self.kernel(q, k, v, (height, width), need_weights)
+        y, attn = self.kernel(*self.project(x), (height, width), need_weights)  # Q, K, V freed on return
         y = self.fuse(y.reshape(batch, channels, height, width))
         out = torch.addcmul(x, self.gamma, y)
         extras = ((attn.unflatten(0, (batch, self.groups)),) if need_weights else ()) + ((y,) if return_branch else ())

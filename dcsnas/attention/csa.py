@@ -16,7 +16,10 @@ maps are computed *for*, and a map alpha_m(j) over the n positions must be appli
 (o_m = sum_j alpha_m(j) V_j, DESIGN's own formula): pooled V would be the base output of a uniform map,
 not of alpha_m. So V enters, unpooled, through the base outputs; pooling it would change the formula.
 
-Cost O(n M (C' + C)); softmaxes in ``promote_types(dtype, float32)``, products with V in V's dtype.
+Cost O(n M (C' + C)); softmaxes in ``promote_types(dtype, float32)``, products with V in V's dtype. Both
+products are softmax attentions (o^T = V alpha^T with the base vectors as queries; y = o^T S^T with them as
+keys), computed by :func:`~dcsnas.attention.chunked.query_chunked_attention`: alpha and S are formed a
+block of rows at a time and not kept for backward, so their memory does not grow with the groups.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from dcsnas.attention.base import AttentionBlock, compute_dtype, scale_factor
+from dcsnas.attention.base import AttentionBlock, chunk_rows, compute_dtype, scale_factor
+from dcsnas.attention.chunked import query_chunked_attention
 from dcsnas.attention.landmarks import (
     LandmarkKernel,
     Landmarks,
@@ -49,12 +53,14 @@ class CSAKernel(LandmarkKernel):
         base = pool_landmarks(k, size, landmark_grid(self.landmarks, size))  # [N, c', M]
         scale = scale_factor(self.scale, q.shape[1])
         base = base if scale == 1.0 else base * scale  # s b_m enters both logits
+        base_out_t = query_chunked_attention(base, k, v)  # o^T = V alpha^T: [N, c, M], alpha by blocks of rows
+        step = chunk_rows(q.shape[2], base.shape[2], v.shape[1] * q.shape[2])
+        y = query_chunked_attention(q, base, base_out_t, chunk=step)  # o^T S^T: [N, c, n], S by blocks
+        if not need_weights:
+            return y, None
         dtype = compute_dtype(q)
-        alpha = torch.softmax(base.transpose(1, 2) @ k, dim=-1, dtype=dtype)  # [N, M, n]
-        weights = torch.softmax(q.transpose(1, 2) @ base, dim=-1, dtype=dtype)  # [N, n, M]
-        base_out = v @ alpha.transpose(1, 2).to(v.dtype)  # o^T: [N, c, M]
-        y = base_out @ weights.transpose(1, 2).to(v.dtype)  # [N, c, n]
-        return y, (weights @ alpha if need_weights else None)
+        alpha = torch.softmax(base.transpose(1, 2) @ k, dim=-1, dtype=dtype)
+        return y, torch.softmax(q.transpose(1, 2) @ base, dim=-1, dtype=dtype) @ alpha
 
     def flops(self, batch: int, qk_channels: int, channels: int, size: tuple[int, int],
               need_weights: bool = False) -> int:

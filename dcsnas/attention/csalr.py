@@ -54,7 +54,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from dcsnas.attention.base import AttentionBlock, compute_dtype, no_autocast, scale_factor
+from dcsnas.attention.base import AttentionBlock, chunk_rows, compute_dtype, no_autocast, scale_factor
+from dcsnas.attention.chunked import query_chunked_attention
 from dcsnas.attention.landmarks import (
     LandmarkKernel,
     Landmarks,
@@ -105,16 +106,20 @@ class CSALRKernel(LandmarkKernel):
         q = q if scale == 1.0 else q * scale
         q_land, k_land = pool_landmarks(q, size, grid), pool_landmarks(k, size, grid)  # [N, c', m]
         q_land_t, dtype = q_land.transpose(1, 2), compute_dtype(q)
+        m, n = q_land.shape[2], q.shape[2]
+        a_mm = torch.softmax(q_land_t @ k_land, dim=-1, dtype=dtype)
+        a_mm = a_mm + torch.eye(m, dtype=dtype, device=q.device)  # A_mm: [N, m, m]
+        e_t = query_chunked_attention(q_land, k, v)  # E^T = V B^T: [N, c, m], B by blocks of landmark rows
+        with no_autocast(q):
+            z_t = solve_landmarks(a_mm, e_t.transpose(1, 2).to(dtype)).transpose(1, 2).to(v.dtype)  # Z^T: [N, c, m]
+        # (S_nm Z)^T by blocks of positions, plus (1(Q_i, K'_j) Z)^T
+        y = query_chunked_attention(q, k_land, z_t, chunk=chunk_rows(n, m, v.shape[1] * n))
+        spread_to_patches(z_t, -1, size, grid, add_to=y)
+        if not need_weights:
+            return y, None  # (A_nm Z)^T: [N, c, n]
         b = torch.softmax(q_land_t @ k, dim=-1, dtype=dtype)  # B: [N, m, n]
         s_nm = torch.softmax(q.transpose(1, 2) @ k_land, dim=-1, dtype=dtype)  # A_nm - 1: [N, n, m]
-        a_mm = torch.softmax(q_land_t @ k_land, dim=-1, dtype=dtype)
-        a_mm = a_mm + torch.eye(a_mm.shape[-1], dtype=dtype, device=q.device)  # A_mm: [N, m, m]
-        e = b.to(v.dtype) @ v.transpose(1, 2)  # landmark outputs E = B V^T: [N, m, c]
         with no_autocast(q):
-            z_t = solve_landmarks(a_mm, e.to(dtype)).transpose(1, 2).to(v.dtype)  # Z^T = (A_mm^-1 E)^T
-            y = torch.baddbmm(spread_to_patches(z_t, -1, size, grid), z_t, s_nm.transpose(1, 2).to(v.dtype))
-            if not need_weights:
-                return y, None  # (A_nm Z)^T: [N, c, n]
             z_b = solve_landmarks(a_mm, b)  # A_mm^-1 B: [N, m, n]
             return y, torch.baddbmm(spread_to_patches(z_b, 1, size, grid), s_nm, z_b)  # W B: [N, n, n]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -81,16 +81,37 @@ def _patch_index(size: tuple[int, int], grid: tuple[int, int], device: torch.dev
     return (rows[:, None] * grid[1] + cols).flatten()
 
 
-def spread_to_patches(t: Tensor, dim: int, size: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+def spread_to_patches(t: Tensor, dim: int, size: tuple[int, int], grid: tuple[int, int],
+                      add_to: Optional[Tensor] = None) -> Tensor:
     """Copy each landmark's slice of ``t`` to every position of its patch: axis ``dim`` goes from H'*W' to H*W.
 
-    Equals multiplying by the indicator 1(position i lies in landmark j's patch) along ``dim``, where
-    position (r, c) lies in patch (floor(r H'/H), floor(c W'/W)), without a matrix product: one gather by
-    the index of each position's patch (an operator every exporter has). While tracing, the sizes are 0-dim
-    tensors; they are read as ints, so a traced or exported graph holds the index of its input size.
+    Returns a new tensor, or with ``add_to`` (of the result's shape) adds the copy to it in place and returns
+    it. Equals multiplying by the indicator 1(position i lies in landmark j's patch) along ``dim``, where
+    position (r, c) lies in patch (floor(r H'/H), floor(c W'/W)), without a matrix product. When the grid
+    divides the map, the patches are equal blocks and the copy is a broadcast (its gradient a sum over each
+    block; added in place, the copy is never formed); otherwise, and while tracing or exporting (a broadcast
+    would fix the traced batch size), one gather by the index of each position's patch (an operator every
+    exporter has). While tracing, the sizes are 0-dim tensors; they are read as ints, so a traced or exported
+    graph holds the index of its input size.
     """
     size = (int(size[0]), int(size[1]))
-    return t.index_select(dim, _patch_index(size, grid, t.device))
+    dim = dim % t.dim()
+    if size[0] % grid[0] or size[1] % grid[1] or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        spread = t.index_select(dim, _patch_index(size, grid, t.device))
+        return spread if add_to is None else add_to.add_(spread)
+    blocks = t.unflatten(dim, (grid[0], 1, grid[1], 1))  # [..., H', 1, W', 1, ...]
+    kh, kw = size[0] // grid[0], size[1] // grid[1]
+    if add_to is not None:
+        add_to.unflatten(dim, (grid[0], kh, grid[1], kw)).add_(blocks)
+        return add_to
+    if (kh, kw) == (1, 1):
+        return t.clone()  # a new tensor in every case
+    shape = list(blocks.shape)
+    shape[dim + 3] = kw
+    rows = blocks.expand(shape).flatten(dim + 2, dim + 3)  # one row of each patch row: [..., H', 1, W, ...]
+    shape = list(rows.shape)
+    shape[dim + 1] = kh
+    return rows.expand(shape).flatten(dim, dim + 2).contiguous()  # copied by rows of W values (a 1x1 grid: once)
 
 
 class LandmarkKernel(AttentionKernel):

@@ -1,14 +1,22 @@
 """SA: non-local self-attention (seed 001 §2.2, eqs. 1-2).
 
 A = softmax(s * Q^T K) over keys, y = V A^T, with s = 1 as in the paper (``scale="1"``) or 1/sqrt(C')
-(``scale="sqrt"``, C' per group). By default it runs through
-:func:`torch.nn.functional.scaled_dot_product_attention` on Q, K of width C' and V of width C as they are:
-a backend that takes unequal head widths (CUDA's memory-efficient kernel) never stores the n x n map, and
-where none does (the fused CPU and flash kernels need one width) SDPA falls back to its reference
-computation, which does the same products as the explicit path. Zero-padding Q and K to V's width, the
-alternative that keeps the fused kernels, would multiply the Q^T K work by C/C' (8 at ``qk_ratio`` 8), so it
-is not done. ``explicit=True`` computes softmax(s Q^T K) as a tensor (the benchmark baseline; also used when
-the map is asked for). Both paths cost 2 N n^2 (c' + c) FLOPs (:meth:`SAKernel.flops`).
+(``scale="sqrt"``, C' per group). Q and K have width C', V width C (C' = C/8 at ``qk_ratio`` 8). No path
+stores the n x n map unless it is asked for:
+
+- CUDA, where :func:`torch.backends.cuda.can_use_efficient_attention` accepts the shapes:
+  :func:`torch.nn.functional.scaled_dot_product_attention` on Q, K and V at their own widths (the
+  memory-efficient kernel takes unequal widths and keeps no map);
+- otherwise (CPU, and CUDA shapes no fused kernel takes):
+  :func:`~dcsnas.attention.chunked.query_chunked_attention`, exact attention over row chunks of queries
+  (each chunk's softmax runs over all n keys, so the result is the formula's), which keeps no map for
+  backward and holds one chunk of it at a time. No torch kernel does this for unequal widths on the CPU:
+  SDPA's fused CPU kernel needs one width and its reference path stores the map; zero-padding Q and K to
+  V's width would multiply the Q^T K work by C/C';
+- ``explicit=True`` or ``need_weights``: softmax(s Q^T K) as one tensor (the benchmark baseline; the map
+  for visualisation). While tracing or exporting, SDPA (one fused graph node).
+
+Every path does the products of the formula, 2 N n^2 (c' + c) FLOPs (:meth:`SAKernel.flops`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dcsnas.attention.base import AttentionBlock, AttentionKernel, check_scale, compute_dtype, scale_factor
+from dcsnas.attention.chunked import query_chunked_attention
+
+
+def _efficient_sdpa_applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether CUDA's memory-efficient SDPA kernel (no stored map) takes these [N, n, c] CUDA tensors."""
+    params = torch.backends.cuda.SDPAParams(q[:, None], k[:, None], v[:, None], None, 0.0, False, False)
+    return torch.backends.cuda.can_use_efficient_attention(params, False)
 
 
 class SAKernel(AttentionKernel):
@@ -39,12 +54,15 @@ class SAKernel(AttentionKernel):
             attn = torch.softmax(logits, dim=-1, dtype=compute_dtype(logits))
             y = v @ attn.transpose(1, 2).to(v.dtype)
             return y, attn if need_weights else None
-        q, k, v = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # [N, n, c]: unit last stride
-        return F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2), None
+        if q.is_cuda or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            q_t, k_t, v_t = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # [N, n, c]: unit last stride
+            if not q.is_cuda or _efficient_sdpa_applies(q_t, k_t, v_t):
+                return F.scaled_dot_product_attention(q_t, k_t, v_t, scale=scale).transpose(1, 2), None
+        return query_chunked_attention(q, k, v, scale), None
 
     def flops(self, batch: int, qk_channels: int, channels: int, size: tuple[int, int],
               need_weights: bool = False) -> int:
-        """Q^T K: 2 N n^2 c'; A V: 2 N n^2 c (either path; the map adds no products)."""
+        """Q^T K: 2 N n^2 c'; A V: 2 N n^2 c (every path; the map adds no products)."""
         n = size[0] * size[1]
         return 2 * batch * n * n * (qk_channels + channels)
 
@@ -58,7 +76,7 @@ class SelfAttention(AttentionBlock):
     Args:
         channels: C.
         scale: ``"1"`` (seed 001 eq. 1) or ``"sqrt"`` (1/sqrt(C')).
-        explicit: compute the n x n map as a tensor instead of through SDPA.
+        explicit: compute the n x n map as one tensor (the benchmark baseline).
         **common: ``groups``, ``qk_ratio``, ``return_attention`` (see ``AttentionBlock``).
     """
 

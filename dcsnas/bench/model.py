@@ -32,7 +32,7 @@ from torch import nn
 
 from dcsnas.bench.memory import METHODS, memory_env, peak_memory
 from dcsnas.losses.criterion import LossConfig, ReIDCriterion
-from dcsnas.utils.flops import count_flops, count_inference_params, count_params
+from dcsnas.utils.flops import count_flops, count_inference_params, count_params, output_tensors
 
 ROUNDS = 5  # interleaved latency rounds over the models of one profile_models call
 
@@ -52,6 +52,27 @@ def _forward_peak_mb(model: nn.Module, input_shape: Sequence[int], device: torch
     _sync(device)
     with peak_memory(device) as peak:
         model(x)
+    return peak.mb
+
+def _train_step_peak_mb(model: nn.Module, input_shape: Sequence[int], device: torch.device,
+                        warmup: int) -> Optional[float]:
+    """Peak memory (MiB) of one training-mode forward and backward of ``model`` (the loss: the sum of every
+    output tensor) after ``warmup`` such steps, gradients cleared before each; the model is left in eval mode."""
+    x = torch.randn(tuple(input_shape), device=device)
+    model.train()
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        sum(t.float().sum() for t in output_tensors(model(x))).backward()
+
+    for _ in range(warmup):
+        step()
+    model.zero_grad(set_to_none=True)
+    _sync(device)
+    with peak_memory(device) as peak:
+        step()
+    model.zero_grad(set_to_none=True)
+    model.eval()
     return peak.mb
 
 
@@ -93,14 +114,16 @@ def _environment(env: dict[str, str]) -> Iterator[None]:
         os.environ.update(previous)
 
 
-def _memory_worker(conn, input_shapes: Sequence[Sequence[int]], warmup: int, threads: int) -> None:
+def _memory_worker(conn, input_shapes: Sequence[Sequence[int]], warmup: int, threads: int,
+                   train: bool = False) -> None:
     """The worker process: receives the pickled models through ``conn`` and sends back the peak (MiB, or
-    None) of each, or ``("error", traceback)``."""
+    None) of each, or ``("error", traceback)``; ``train``: also the peak of a training step."""
     try:
         torch.set_num_threads(threads)
         models = pickle.loads(conn.recv_bytes())  # written by this package's parent process, not a file
         cpu = torch.device("cpu")
-        conn.send(("ok", [_forward_peak_mb(model.eval(), shape, cpu, warmup)
+        conn.send(("ok", [(_forward_peak_mb(model.eval(), shape, cpu, warmup),
+                           _train_step_peak_mb(model, shape, cpu, warmup) if train else None)
                           for model, shape in zip(models, input_shapes)]))
     except BaseException:  # the parent raises it with the worker's traceback
         conn.send(("error", traceback.format_exc()))
@@ -109,16 +132,17 @@ def _memory_worker(conn, input_shapes: Sequence[Sequence[int]], warmup: int, thr
 
 
 def _cpu_peaks_in_worker(models: Sequence[nn.Module], input_shapes: Sequence[Sequence[int]], warmup: int,
-                         threads: int) -> list[Optional[float]]:
-    """Peak memory of each model in a fresh spawned process. The models travel as plain pickle bytes (not
-    as the process's arguments: those would move every tensor into shared memory, /dev/shm, in place)."""
+                         threads: int, train: bool = False) -> list[tuple[Optional[float], Optional[float]]]:
+    """Peak memory of each model in a fresh spawned process, (forward, training step or None). The models
+    travel as plain pickle bytes (not as the process's arguments: those would move every tensor into shared
+    memory, /dev/shm, in place)."""
     env = memory_env(mmap_threshold=4096)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # busy-waiting OpenMP threads stall a shared machine
     payload = pickle.dumps(list(models))
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    worker = context.Process(target=_memory_worker, args=(child, [list(s) for s in input_shapes], warmup, threads),
-                             daemon=True)
+    worker = context.Process(target=_memory_worker,
+                             args=(child, [list(s) for s in input_shapes], warmup, threads, train), daemon=True)
     with _environment(env):
         worker.start()
     child.close()
@@ -139,8 +163,10 @@ def _cpu_peaks_in_worker(models: Sequence[nn.Module], input_shapes: Sequence[Seq
 
 def profile_models(models: Sequence[nn.Module], input_shapes: Sequence[Sequence[int]],
                    device: torch.device | str = "cpu", repeats: int = 20, warmup: int = 3,
-                   latency: bool = True) -> list[dict[str, Any]]:
-    """:func:`profile_model` of several models; on CPU their memory is measured in one worker process."""
+                   latency: bool = True, train_memory: bool = False) -> list[dict[str, Any]]:
+    """:func:`profile_model` of several models; on CPU their memory is measured in one worker process.
+    ``train_memory``: also ``train_peak_memory_mb``, the peak of one training-mode forward and backward (the
+    loss: the sum of the outputs) above the weights and input, gradients included."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
     if len(models) != len(input_shapes):
@@ -163,11 +189,15 @@ def profile_models(models: Sequence[nn.Module], input_shapes: Sequence[Sequence[
             "repeats": repeats if latency else 0, "warmup": warmup, "memory_method": METHODS.get(device.type),
         })
     if device.type == "cpu":
-        peaks = _cpu_peaks_in_worker(models, input_shapes, warmup, torch.get_num_threads())
+        peaks = _cpu_peaks_in_worker(models, input_shapes, warmup, torch.get_num_threads(), train_memory)
     else:
-        peaks = [_forward_peak_mb(model, shape, device, warmup) for model, shape in zip(models, input_shapes)]
-    for model, mode, result, peak in zip(models, modes, results, peaks):
+        peaks = [(_forward_peak_mb(model, shape, device, warmup),
+                  _train_step_peak_mb(model, shape, device, warmup) if train_memory else None)
+                 for model, shape in zip(models, input_shapes)]
+    for model, mode, result, (peak, train_peak) in zip(models, modes, results, peaks):
         result["peak_memory_mb"] = peak
+        if train_memory:
+            result["train_peak_memory_mb"] = train_peak
         model.train(mode)
     return results
 

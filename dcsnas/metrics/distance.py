@@ -10,9 +10,10 @@ import torch
 
 from dcsnas.metrics.validation import METRICS, MetricsInputError, as_tensor, check_choice
 
-BLOCK_ROWS = 256
+BLOCK_ROWS = 512
 """Query rows per matrix product. Every product has this shape (the last block is zero-padded), so a query's
-distances are bit-identical whichever chunk of queries it is evaluated in."""
+distances are bit-identical whichever chunk of queries it is evaluated in. 512 rows keep the product as fast
+per FLOP as one whole-matrix product on 2 threads (256 took 20 % more CPU time at Market scale)."""
 
 
 def _row_sq_norms(x: torch.Tensor) -> torch.Tensor:

@@ -81,13 +81,14 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _tensors(out: Any) -> list[torch.Tensor]:
+def output_tensors(out: Any) -> list[torch.Tensor]:
+    """Every tensor in a model's output (a tensor, or dicts, lists and tuples of them), in order."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, (list, tuple)):
-        return [t for item in out for t in _tensors(item)]
+        return [t for item in out for t in output_tensors(item)]
     return []
 
 
@@ -105,7 +106,8 @@ def count_inference_params(model: nn.Module, input_shape: Sequence[int], device:
         for p in params:
             p.requires_grad_(True)
         with torch.enable_grad():
-            outputs = [t for t in _tensors(model(torch.randn(tuple(input_shape), device=device))) if t.requires_grad]
+            out = model(torch.randn(tuple(input_shape), device=device))
+            outputs = [t for t in output_tensors(out) if t.requires_grad]
             grads = (torch.autograd.grad([t.float().sum() for t in outputs], params, allow_unused=True)
                      if outputs else [None] * len(params))
     finally:
