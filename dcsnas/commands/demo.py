@@ -10,7 +10,7 @@ def register(subparsers) -> None:
         "demo", help="synthetic data → DCS-FB → DCS-DNAS search → retrain → compare, in minutes on a CPU",
         description="Generate the synthetic `small` data set (kept when it is already there), train DCS-FB "
                     "(MobileNetV2 + DCS-CSALR) and MobileNetV2 without attention, search a small space with "
-                    "DCS-DNAS, retrain the derived network, and compare the three: about 15 minutes on 2 CPU "
+                    "DCS-DNAS, retrain the derived network, and compare the three: about 12 minutes on 2 CPU "
                     "cores. Started again, it skips the finished steps and continues a stopped one.")
     parser.add_argument("--out", metavar="DIR",
                         help="one run directory per step, and compare/ (default: runs/demo; with --quick "
@@ -45,5 +45,5 @@ def run(args: argparse.Namespace) -> None:
     print(f"  {out}/<step>/log.txt   (each run's console log: start-up summary, one line per epoch, results)")
     print(f"  {out}/{search}/alpha/   (the search's choice probabilities after each epoch, PNG)")
     if args.quick:
-        print("  dcsnas demo   (the full demo, about 15 minutes: --quick trains one epoch per step on 174 images, "
+        print("  dcsnas demo   (the full demo, about 12 minutes: --quick trains one epoch per step on 174 images, "
               "so its accuracies are noise)")
