@@ -147,6 +147,14 @@ def test_cross_key_rules_and_stage_names():
     assert load_config(SearchConfig, None, ["optim.epochs=3", "search.warmup_epochs=2"]).search.warmup_epochs == 2
     with pytest.raises(ConfigError, match="needs model.head: pcb"):
         load_config(TrainConfig, None, ["optim.epochs=3", "schedule.rpp_start_epoch=1"])
+    # a search's head is its top-level key: RPP on a BNNeck head would train nothing (every other lr set to 0)
+    with pytest.raises(ConfigError, match="schedule.rpp_start_epoch = 1 needs head: pcb .*got head = 'bnneck'"):
+        load_config(SearchConfig, None, ["optim.epochs=3", "search.warmup_epochs=1", "schedule.rpp_start_epoch=1"])
+    with pytest.raises(ConfigError, match="schedule.rpp_start_epoch = 3 is not before optim.epochs = 3"):
+        load_config(SearchConfig, None, ["optim.epochs=3", "search.warmup_epochs=1", "head=pcb",
+                                         "schedule.rpp_start_epoch=3"])
+    assert load_config(SearchConfig, None, ["optim.epochs=3", "search.warmup_epochs=1", "head=pcb",
+                                            "schedule.rpp_start_epoch=1"]).schedule.rpp_start_epoch == 1
     for name in ("training", "forward", "keys", "_modules", "stem", "2x", "é"):
         with pytest.raises(ValueError, match="stage name"):
             check_stage_name(name)

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from operator import attrgetter
+from typing import ClassVar, Literal
 
 from dcsnas.config import ranged
 from dcsnas.data.config import DataConfig
@@ -39,7 +40,7 @@ class ScheduleConfig:
     """Per-epoch schedules. DCS gate temperature τ: exponential from ``dcs_tau_start`` to ``dcs_tau_end``
     over training. PCB-RPP (seed 001 §4.2, Sun et al.): from ``rpp_start_epoch`` (-1: never) the PCB head
     pools with refined part pooling; for its first ``rpp_classifier_epochs`` only the part classifier trains.
-    RPP needs ``model.head: pcb`` (any other head is a config error)."""
+    RPP needs a PCB head (``model.head: pcb``; a search's ``head: pcb``): any other head is a config error."""
 
     dcs_tau_start: float = ranged(1.0, gt=0)
     dcs_tau_end: float = ranged(0.1, gt=0)
@@ -54,7 +55,10 @@ class RunConfig:
     (:func:`~dcsnas.config.ranged`, checked when the config is read). ``threads`` > 0 sets torch's CPU
     threads (0: the cores this process may use, :func:`~dcsnas.utils.threads.default_threads`): CPU results
     are bit-identical only at the same thread count (the start-up block prints it), so configs whose figures
-    are quoted (the demo's) fix it."""
+    are quoted (the demo's) fix it. ``head_key``: the dotted key of the Re-ID head, which the schedule's
+    refined part pooling (RPP) needs to be ``pcb``."""
+
+    head_key: ClassVar[str]
 
     seed: int = ranged(0, ge=0, le=2**32 - 1)
     device: str = "auto"
@@ -74,21 +78,19 @@ class RunConfig:
         if self.loss.ib_weight > 0 and start >= self.optim.epochs:
             raise ConfigError(f"loss.ib_warmup_epochs = {start} is not before optim.epochs = {self.optim.epochs}: "
                               "the IB term would never be on; lower it or set loss.ib_weight: 0")
+        rpp = self.schedule.rpp_start_epoch
+        if rpp >= 0 and attrgetter(self.head_key)(self) != "pcb":
+            raise ConfigError(f"schedule.rpp_start_epoch = {rpp} needs {self.head_key}: pcb (refined part pooling is "
+                              f"a PCB head's), got {self.head_key} = {attrgetter(self.head_key)(self)!r}; set "
+                              "schedule.rpp_start_epoch: -1")
+        if rpp >= self.optim.epochs:
+            raise ConfigError(f"schedule.rpp_start_epoch = {rpp} is not before optim.epochs = {self.optim.epochs}: "
+                              "refined part pooling would never train")
 
 
 @dataclass
 class TrainConfig(RunConfig):
     """The config of ``dcsnas train`` and ``dcsnas retrain``: a run config plus the model."""
 
+    head_key = "model.head"
     model: ModelConfig = field(default_factory=ModelConfig)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        rpp = self.schedule.rpp_start_epoch >= 0
-        if rpp and self.model.head != "pcb":
-            raise ConfigError(f"schedule.rpp_start_epoch = {self.schedule.rpp_start_epoch} needs model.head: pcb "
-                              f"(refined part pooling is a PCB head's), got model.head = {self.model.head!r}; "
-                              "set schedule.rpp_start_epoch: -1")
-        if rpp and self.schedule.rpp_start_epoch >= self.optim.epochs:
-            raise ConfigError(f"schedule.rpp_start_epoch = {self.schedule.rpp_start_epoch} is not before "
-                              f"optim.epochs = {self.optim.epochs}: refined part pooling would never train")

@@ -56,6 +56,7 @@ class NASConfig:
 class SearchConfig(RunConfig):
     """The config of ``dcsnas search``: a run config plus the head and the search settings."""
 
+    head_key = "head"
     head: Literal["bnneck", "pcb"] = "bnneck"
     search: NASConfig = field(default_factory=NASConfig)
 
