@@ -23,7 +23,8 @@ from dcsnas.compare.table import si
 from dcsnas.config import load_config
 from dcsnas.data.synthetic import GENERATOR_VERSION, META_NAME, PRESETS, generate
 from dcsnas.engine.config import TrainConfig
-from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir, pipeline_step_state
+from dcsnas.engine.lifecycle import RunRequest
+from dcsnas.engine.rundir import RunDir, pipeline_step_state
 from dcsnas.engine.trainer import Trainer
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import write_arch
@@ -152,24 +153,25 @@ class Demo:
         cfg = self.load_step_config(step, path)
         run = RunDir(self.out / step.name)
         state = pipeline_step_state(run, cfg, step.kind == "search", "demo")
-        done, resume = state == "done", state == "resume"
-        if done:
+        if state == "done":
             self.log(f"  {run.path} has its metrics.json: skipped")
         else:
-            if resume:
+            if state == "resume":
                 self.log(f"  continuing the stopped run in {run.path} from its last checkpoint")
             # a folder without checkpoint holds a run stopped in its first epoch: --force moves it aside
-            self.train(step, cfg, open_run_dir(run.path) if resume else create_run_dir(run.path, step.kind, cfg,
-                                                                                       force=True), resume)
+            self.train(step, cfg, RunRequest(step.kind, run.path, resume=state == "resume", force=state == "new"))
         self.report(step, run)
 
-    def train(self, step: Step, cfg, run, resume: bool) -> None:
-        if step.kind == "retrain":
-            write_arch(run.arch, load_arch_in_space(cfg.model.arch))  # the architecture beside the run's config
-        trainer = (Searcher if step.kind == "search" else Trainer)(cfg, run, show_progress=self.show_progress)
-        if resume:
-            trainer.resume()
-        trainer.fit()
+    def train(self, step: Step, cfg, request: RunRequest) -> None:
+        arch = load_arch_in_space(cfg.model.arch) if step.kind == "retrain" else None
+
+        def build(run: RunDir):
+            if arch is not None:
+                write_arch(run.arch, arch)  # the architecture beside the run's config
+            return (Searcher if step.kind == "search" else Trainer)(cfg, run, show_progress=self.show_progress)
+
+        with request.start(cfg, build) as trainer:
+            trainer.fit()
 
     def report(self, step: Step, run) -> None:
         """A line on the run's result: the test accuracy, or the derived network of a search."""

@@ -26,6 +26,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_required: bool 
                              "<out>.replaced-<time>")
 
 
+def run_request(args: argparse.Namespace, command: str):
+    """The :class:`~dcsnas.engine.lifecycle.RunRequest` of the arguments of :func:`add_config_arguments`."""
+    from dcsnas.engine.lifecycle import RunRequest
+
+    return RunRequest(command, args.out, args.resume, args.force, args.config, tuple(args.overrides))
+
+
 def print_json(obj: Any) -> None:
     from dcsnas.utils.io import json_default
 

@@ -72,17 +72,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--vis-queries needs --visualize K")
 
 
-def _refuse_search_run(path: str) -> None:
-    """A search's run directory holds a supernet, not a network to evaluate: say what to do instead."""
-    from dcsnas.engine.rundir import open_run_dir
-
-    run = open_run_dir(path)
-    if "search" in run.saved_config():
-        raise ConfigError(f"'{path}' is the run directory of an architecture search, not of a trained network: "
-                          f"derive its network (dcsnas derive {path}), retrain it (dcsnas retrain --arch "
-                          f"{run.arch} --config FILE --out DIR) and evaluate that run")
-
-
 def _network_views(args: argparse.Namespace, data: dict, count: int) -> dict:
     """With ``--run --visualize``: ``attention/`` (attention maps and DCS masks of the run's network on the first
     ``count`` queries; none for a network without attention) and ``tsne.png`` in ``--out``."""
@@ -125,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
     if args.run:
         from dcsnas.engine.evaluator import extract_run_features
 
-        _refuse_search_run(args.run)
         data, info = extract_run_features(args.run, args.checkpoint, args.flip or None, args.device,
                                           not args.no_progress, args.dataset, args.root)
         args.rerank = args.rerank or info["rerank"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dcsnas.commands import add_config_arguments, print_json
+from dcsnas.commands import add_config_arguments, print_json, run_request
 
 
 def register(subparsers) -> None:
@@ -26,8 +26,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from dcsnas.commands.train import prepare_run
-
     if args.strategy != "dcs":
         run_nni(args)
         return
@@ -35,19 +33,17 @@ def run(args: argparse.Namespace) -> None:
     from dcsnas.nas.config import SearchConfig
     from dcsnas.nas.search import Searcher
 
-    cfg, run_dir = prepare_run(args, "search", SearchConfig)
-    searcher = Searcher(cfg, run_dir, show_progress=not args.no_progress)
-    if args.resume:
-        searcher.resume()
-    metrics = searcher.fit()
+    request = run_request(args, "search")
+    cfg = request.load_config(SearchConfig)
+    with request.start(cfg, lambda run: Searcher(cfg, run, show_progress=not args.no_progress)) as searcher:
+        metrics = searcher.fit()
     if searcher.dist.is_main:
         test = {k: v for k, v in metrics["test"].items() if k != "cmc"}
-        print_json({"run": str(run_dir.path), "strategy": "dcs", **_arch(metrics), "supernet_test": test})
+        print_json({"run": str(searcher.run.path), "strategy": "dcs", **_arch(metrics), "supernet_test": test})
     cleanup(searcher.dist)
 
 
 def run_nni(args: argparse.Namespace) -> None:
-    from dcsnas.commands.train import prepare_run
     from dcsnas.errors import ConfigError
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -59,8 +55,10 @@ def run_nni(args: argparse.Namespace) -> None:
     from dcsnas.nni.config import NNISearchConfig
     from dcsnas.nni.strategies import run_nni_search
 
-    cfg, run_dir = prepare_run(args, "search", NNISearchConfig)
-    metrics = run_nni_search(cfg, run_dir, args.strategy, show_progress=not args.no_progress)
+    request = run_request(args, "search")
+    cfg = request.load_config(NNISearchConfig)
+    with request.start(cfg, lambda run: run) as run_dir:  # NNI's experiment checks and trains in one call
+        metrics = run_nni_search(cfg, run_dir, args.strategy, show_progress=not args.no_progress)
     print_json({"run": str(run_dir.path), "strategy": args.strategy, **_arch(metrics)})
 
 

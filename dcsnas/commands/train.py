@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
-from dcsnas.commands import add_config_arguments, print_json
+from dcsnas.commands import add_config_arguments, print_json, run_request
 
 
 def register(subparsers) -> None:
@@ -16,51 +14,31 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def prepare_run(args: argparse.Namespace, command: str, schema=None, extra_overrides: tuple[str, ...] = ()):
-    """Load the config (``--config`` + ``--set``; a ``searched`` model's arch.json is checked against the space
-    beside it) and create the run directory (or reopen it for ``--resume``), locked by this process (rank 0
-    under torchrun)."""
-    from dcsnas.config import PATH_KEYS, load_config
-    from dcsnas.engine.config import TrainConfig
-    from dcsnas.engine.rundir import RunDir, create_run_dir, lock_run_dir, open_run_dir
-    from dcsnas.errors import ConfigError
-    from dcsnas.nas.arch import load_arch_in_space
-
-    if args.resume and not args.out:  # flag errors first: they need no config
-        raise ConfigError("--resume needs --out DIR: the run directory to continue")
-    if args.resume and args.force:
-        raise ConfigError("--resume and --force exclude each other: --resume continues the run in --out, "
-                          "--force starts it over")
-    cfg = load_config(schema or TrainConfig, args.config, [*extra_overrides, *args.overrides],
-                      required_paths=PATH_KEYS)
-    model = getattr(cfg, "model", None)
-    if model is not None and model.backbone == "searched" and model.arch:
-        load_arch_in_space(model.arch)  # a derived architecture must be one of the space its search kept beside it
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if not args.out:
-            raise ConfigError("under torchrun, give --out DIR so that every rank uses the same run directory")
-        if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 writes into the run directory
-            return cfg, RunDir(Path(args.out))
-    if args.resume:
-        run = open_run_dir(args.out)
-        lock_run_dir(run)
-        return cfg, run
-    return cfg, create_run_dir(args.out, command, cfg, force=args.force, config_file=args.config)
-
-
-def train_and_report(trainer, resume: bool) -> None:
+def train(request, cfg, show_progress: bool, arch=None) -> None:
+    """Train ``cfg`` in the run directory of ``request`` (:meth:`~dcsnas.engine.lifecycle.RunRequest.start`; a
+    retrain's ``arch`` is copied there, beside the config) and print the run's test metrics."""
     from dcsnas.engine.distributed import cleanup
+    from dcsnas.engine.trainer import Trainer
+    from dcsnas.models.arch import write_arch
 
-    if resume:
-        trainer.resume()
-    metrics = trainer.fit()
+    def build(run):
+        if arch is not None and request.writes_run_dir:
+            write_arch(run.arch, arch)
+        return Trainer(cfg, run, show_progress=show_progress)
+
+    with request.start(cfg, build) as trainer:
+        metrics = trainer.fit()
     if trainer.dist.is_main:
         print_json({"run": str(trainer.run.path), **{k: v for k, v in metrics.get("test", {}).items() if k != "cmc"}})
     cleanup(trainer.dist)
 
 
 def run(args: argparse.Namespace) -> None:
-    from dcsnas.engine.trainer import Trainer
+    from dcsnas.engine.config import TrainConfig
+    from dcsnas.nas.arch import load_arch_in_space
 
-    cfg, run_dir = prepare_run(args, "train")
-    train_and_report(Trainer(cfg, run_dir, show_progress=not args.no_progress), args.resume)
+    request = run_request(args, "train")
+    cfg = request.load_config(TrainConfig)
+    if cfg.model.backbone == "searched" and cfg.model.arch:
+        load_arch_in_space(cfg.model.arch)  # a derived architecture must be one of the space its search kept beside it
+    train(request, cfg, not args.no_progress)

@@ -23,15 +23,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcsnas.config import load_config
-    from dcsnas.engine.rundir import create_run_dir
+    from dcsnas.engine.lifecycle import RunRequest
     from dcsnas.nni.config import TuneConfig
 
-    cfg = load_config(TuneConfig, args.config, args.overrides)
+    request = RunRequest("tune", args.out, force=args.force, config_file=args.config, overrides=tuple(args.overrides))
+    cfg = request.load_config(TuneConfig)
     from dcsnas.nni.tune import run_tune  # needs NNI: after the config is checked
 
-    run_dir = create_run_dir(args.out, "tune", cfg, force=args.force, config_file=args.config)
-    summary = run_tune(cfg, run_dir)
+    with request.start(cfg, lambda run: run) as run_dir:  # the experiment checks and runs its trials in one call
+        summary = run_tune(cfg, run_dir)
     print_json({"run": str(run_dir.path), "best": summary["best"], "num_trials": summary["num_trials"],
                 "num_succeeded": summary["num_succeeded"]})
     if summary["num_succeeded"] == 0:

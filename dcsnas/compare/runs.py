@@ -14,7 +14,8 @@ from typing import Any, Optional, Sequence
 
 from dcsnas.config import from_dict, ranged
 from dcsnas.engine.config import TrainConfig
-from dcsnas.engine.rundir import lock_holder, open_run_dir
+from dcsnas.engine.lifecycle import open_trained_run
+from dcsnas.engine.rundir import lock_holder
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import Arch
 from dcsnas.models.builder import ModelConfig
@@ -116,15 +117,7 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 def load_run(path: str | Path) -> CompareRun:
     """Read a train/retrain run directory; a search run, an unfinished run or a searched run whose
     arch.json cannot be found raise :class:`~dcsnas.errors.ConfigError`."""
-    run = open_run_dir(path)
-    saved = run.saved_config()
-    if "search" in saved:
-        raise ConfigError(f"'{run.path}' is a search run (dcsnas search): its accuracy is that of the supernet's "
-                          f"shared weights; compare the run of `dcsnas retrain --arch {run.arch}` instead")
-    try:
-        cfg = from_dict(TrainConfig, saved)
-    except ConfigError as exc:
-        raise ConfigError(f"run '{run.path}': {run.config.name}: {exc}") from None
+    run, cfg = open_trained_run(path)
     metrics = _read_metrics(run.path)
     if "collapse" in (health_label(metrics) or ""):
         warnings.warn(f"run '{run.path}': its embedding collapsed by epoch {metrics['health']['collapse']} "

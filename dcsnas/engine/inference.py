@@ -21,10 +21,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from dcsnas.config import from_dict
 from dcsnas.engine.checkpoint import load_checkpoint, load_model_state
-from dcsnas.engine.config import TrainConfig
-from dcsnas.engine.rundir import open_run_dir
+from dcsnas.engine.lifecycle import open_trained_run
 from dcsnas.errors import ConfigError
 from dcsnas.models.builder import create_model
 
@@ -91,11 +89,7 @@ def load_run_model(run_path: str | Path, checkpoint: str = "last", finished: boo
     ``last`` checkpoint of a training that has not reached ``optim.epochs``."""
     if checkpoint not in ("last", "best"):
         raise ConfigError(f"checkpoint = {checkpoint!r}; expected 'last' or 'best'")
-    run = open_run_dir(run_path)
-    saved = run.saved_config()
-    if "search" in saved:
-        raise ConfigError(f"'{run.path}' is a search run: export the run of `dcsnas retrain --arch {run.arch}`")
-    cfg = from_dict(TrainConfig, saved)
+    run, cfg = open_trained_run(run_path)
     path = run.checkpoints / f"{checkpoint}.pt"
     if not path.is_file():
         why = ("best.pt is written only when the run selects on a validation split (eval.val_identities > 0)"

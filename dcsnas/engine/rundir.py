@@ -16,9 +16,9 @@ import os
 import socket
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from dcsnas.config import MAX_YAML_BYTES, PATH_KEYS, load_yaml, save_config, to_dict
 from dcsnas.errors import ConfigError
@@ -31,9 +31,11 @@ _HELD: set[Path] = set()  # run directories whose lock this process holds
 
 @dataclass(frozen=True)
 class RunDir:
-    """Paths inside one run directory."""
+    """Paths inside one run directory; ``replaced``: where :func:`create_run_dir` with ``force`` moved the
+    previous content (None when it moved nothing)."""
 
     path: Path
+    replaced: Optional[Path] = field(default=None, compare=False)
 
     @property
     def config(self) -> Path:
@@ -175,22 +177,27 @@ def _contents(path: Path) -> list[Path]:
     return [p for p in path.iterdir() if p.name != LOCK_NAME] if path.is_dir() else []
 
 
+def new_run_path(command: str, root: str | Path = "runs") -> Path:
+    """``<root>/<command>-<YYYYmmdd-HHMMSS>``, with a numeric suffix when that name exists."""
+    base = Path(root) / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
 def create_run_dir(out: str | Path | None, command: str, cfg: Any, root: str | Path = "runs",
                    force: bool = False, config_file: str | Path | None = None) -> RunDir:
     """Create a run directory, lock it and save the resolved config in it.
 
-    ``out=None`` makes ``<root>/<command>-<YYYYmmdd-HHMMSS>``; a name that exists gets a numeric suffix. An
-    explicit ``out`` that holds anything is refused, unless ``force``: its content is then moved aside to
-    ``<out>.replaced-<YYYYmmdd-HHMMSS>`` (said in one warning line). ``force`` replaces only what
-    :func:`~dcsnas.utils.outpath.check_force_dir` allows (a run or an empty folder; never a folder that holds
-    the working directory, the home, the data root ``cfg.data.root`` or ``config_file``); a symlinked ``out``
-    is refused.
+    ``out=None`` makes :func:`new_run_path`. An explicit ``out`` that holds anything is refused, unless
+    ``force``: its content is then moved aside to ``<out>.replaced-<YYYYmmdd-HHMMSS>`` (said in one warning
+    line; :attr:`RunDir.replaced`). ``force`` replaces only what :func:`~dcsnas.utils.outpath.check_force_dir`
+    allows (a run or an empty folder; never a folder that holds the working directory, the home, the data root
+    ``cfg.data.root`` or ``config_file``); a symlinked ``out`` is refused.
     """
     if out is None:
-        base = Path(root) / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path, i = base, 1
-        while path.exists():
-            path, i = Path(f"{base}-{i}"), i + 1
+        path = new_run_path(command, root)
     else:
         path = Path(out)
         if path.is_symlink():
@@ -217,6 +224,7 @@ def create_run_dir(out: str | Path | None, command: str, cfg: Any, root: str | P
         for item in _contents(path):
             item.rename(aside / item.name)
         warnings.warn(f"--force: moved the previous content of '{path}' to '{aside}'")
+        run = RunDir(path, replaced=aside)
     save_config(cfg, run.config)
     return run
 
