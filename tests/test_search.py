@@ -4,6 +4,7 @@ the choices, the FLOPs hinge, exact resume, the splits, and errors."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -41,16 +42,18 @@ def test_search_derive_retrain_eval_end_to_end(tiny_data, tmp_path, capsys):
     # the parameters dcsnas prints everywhere: the cost table's backbone (arch.json) + the BNNeck's BatchNorm
     assert printed["mparams"] == pytest.approx((arch["params"] + 2 * arch["head_channels"]) / 1e6, abs=1e-9)
     assert arch["input_size"] == [64, 32] and arch["space"] == "tiny"
-    # the entropy of the choices stays at its initial (near-uniform) value during the weight warm-up, then
-    # falls with every epoch of architecture steps
+    # the mean entropy of the choices is that of α = 0 (uniform: the maximum) during the weight warm-up, and
+    # below it once architecture steps have moved α. The tiny space's 11 choices: 3 widths of 2 options, 7
+    # blocks of 3 ops (the first of a stage) or 4 (skip too), the attention after s2 of 3
     history = json.loads((run / "metrics.json").read_text())["history"]
     entropy = [h["train"]["arch/entropy"] for h in history]
-    assert len(entropy) == 4 and entropy[3] < entropy[2] < entropy[1] < entropy[0] < 1.1
+    uniform = (3 * math.log(2) + 3 * math.log(3) + 4 * math.log(4) + math.log(3)) / 11
+    assert len(entropy) == 4 and entropy[0] == pytest.approx(uniform, abs=1e-5)
+    assert max(entropy[1:]) < uniform - 1e-5
     # per epoch: a heat map of softmax(α) and a log line with the argmax architecture and its MFLOPs
     assert [p.name for p in sorted((run / "alpha").glob("*.png"))] == [f"epoch_00{e}.png" for e in range(1, 5)]
     lines = [line for line in (run / "log.txt").read_text().splitlines() if line.startswith("epoch ")]
     assert len(lines) == 4 and all("| argmax s1/width: " in line and "arch/argmax_mflops" in line for line in lines)
-    assert entropy[3] < 0.985 * entropy[0]  # seeds 0-2 of this recipe: entropy[3] / entropy[0] = 0.971-0.980
     assert {"arch_step/ce", "arch_step/triplet", "arch_step/mflops", "ce", "triplet"} <= set(history[-1]["train"])
     assert "arch_step/ce" not in history[0]["train"]  # warm-up: weight steps only
 

@@ -42,7 +42,8 @@ def test_train_writes_run_directory(tiny_data, tmp_path, capsys):
     assert evaluated["tsne"]["points"] > 0 and (tmp_path / "ev" / "tsne.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+# without workers, exact resume is also checked by tests/test_search.py::test_search_resume_continues_exactly
+@pytest.mark.parametrize("workers", [pytest.param(0, marks=pytest.mark.slow), 2])
 def test_resume_after_interruption_gives_the_same_weights(tiny_data, tmp_path, monkeypatch, workers):
     """A run killed at epoch 2 and resumed ends bit-identical on CPU to an uninterrupted one, with data-loader
     workers too (their random streams are a function of seed, epoch and worker id)."""
