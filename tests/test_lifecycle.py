@@ -99,3 +99,20 @@ def test_a_search_that_fails_its_checks_leaves_no_run_directory(tiny_data, tmp_p
     assert main(args) == 2
     assert "yields no batch on the weight split" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_retrain_resumes_without_config(tiny_data, tmp_path, capsys):
+    from conftest import tiny_arch
+
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(tiny_arch()))
+    out = tmp_path / "retrain"
+    assert main(["retrain", "--arch", str(arch), "--config", str(TINY), "--set", f"data.root={tiny_data}", "--set",
+                 "model.attention=[]", "--set", "optim.epochs=1", "--set", "eval.every=0", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert main(["retrain", "--arch", str(arch), "--resume", "--out", str(out), "--set", "optim.epochs=2",
+                 "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2 and saved(out)["optim"]["epochs"] == 2
+    assert json.loads((out / "arch.json").read_text()) == tiny_arch()
+    assert main(["retrain", "--arch", str(arch), "--out", str(tmp_path / "other")]) == 2
+    assert "retrain needs --config FILE" in capsys.readouterr().err
