@@ -5,7 +5,7 @@ stage's stride, the others the stage's width at stride 1; the attention slot end
 from __future__ import annotations
 
 from dcsnas.models.arch import ArchAttention, ArchStage, MobileNetV2Arch
-from dcsnas.models.skeleton import arch_parts
+from dcsnas.models.skeleton import SKELETONS
 from dcsnas.nas.space import parse_space
 
 SPACE = {
@@ -45,7 +45,7 @@ def test_the_parts_of_an_arch_carry_its_widths_and_ops():
                            params=0, search={}, stem_channels=4, stem_stride=2, head_channels=20,
                            stages=(ArchStage("a", 2, 6, ["ir_k3_e3", "skip"]),
                                    ArchStage("b", 1, 16, ["ir_k5_e6"], csalr)))
-    assert _rows(arch_parts(arch)) == [
+    assert _rows(SKELETONS["mobilenetv2"].arch_parts(arch)) == [
         ("stem", "stem", 0, 3, 4, 1, 2, 2, None),
         ("block", "a", 0, 4, 6, 2, 4, 2, "ir_k3_e3"),
         ("block", "a", 1, 6, 6, 4, 4, 1, "skip"),
