@@ -145,9 +145,8 @@ def _shown(value: Any) -> Any:
 class Skeleton:
     """A backbone's walk for spaces and architectures (module docstring). An implementation gives
     :meth:`parts` (of a space: choices), :meth:`arch_parts` (of an architecture: values), :meth:`arch` (the
-    architecture of resolved parts) and :meth:`build`; choices, derive and indices follow from them."""
-
-    arch_type: type
+    architecture of resolved parts) and, if it has fixed stages, :meth:`fixed`; choices, derive, indices and
+    build follow from them."""
 
     def parts(self, space: Any) -> Iterator[Part]:
         """The parts of a search space of this skeleton; widths and payloads are :class:`Choice`\\ s."""
@@ -238,8 +237,6 @@ class MobileNetV2Skeleton(Skeleton):
     """A stem conv, stages of inverted-residual blocks (``skip`` only where a block's input and output shapes
     may agree), an attention slot after each stage and a 1×1 head conv."""
 
-    arch_type = MobileNetV2Arch
-
     def parts(self, space: Any) -> Iterator[Part]:
         widths = [Choice(f"{STEM}/width", (space.stem_channels,)),
                   *(Choice(f"{s.name}/width", tuple(s.widths)) for s in space.stages)]
@@ -275,8 +272,6 @@ class MobileNetV2Skeleton(Skeleton):
 class ResNet50Skeleton(Skeleton):
     """torchvision's ResNet-50 (:func:`dcsnas.models.backbones.resnet50`), fixed, and an attention slot after
     each stage the space lists (at that stage's channels)."""
-
-    arch_type = ResNet50Arch
 
     @staticmethod
     def _parts(last_stride: int, attentions: dict[str, Any]) -> Iterator[Part]:
