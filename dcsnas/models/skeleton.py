@@ -188,7 +188,8 @@ class Skeleton:
     def indices(self, space: Any, arch: Arch, source: str) -> dict[str, int]:
         """The option index of every choice of ``space`` that ``arch`` takes; a :class:`ConfigError` naming
         ``source`` when ``arch`` has other parts than ``space`` or a value that is no option of its choice."""
-        ours, theirs = list(self.parts(space)), list(self.arch_parts(arch)) if arch.skeleton == space.skeleton else []
+        ours = list(self.parts(space))
+        theirs = list(self.arch_parts(arch)) if arch.skeleton == space.skeleton else []
         if [(p.kind, p.stage, p.index) for p in ours] != [(p.kind, p.stage, p.index) for p in theirs]:
             raise ConfigError(f"arch '{source}': its stages do not match those of the space '{space.name}'")
         indices: dict[str, int] = {}
