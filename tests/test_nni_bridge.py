@@ -69,16 +69,8 @@ def test_a_sampled_model_is_the_network_retrain_builds(tmp_path, seed, attention
     arch_path = tmp_path / "arch.json"
     write_arch(arch_path, derive_arch(space, sample_indices(space, sample), measure_costs(space, INPUT), {}))
     reference = create_model(ModelConfig(backbone="searched", arch=str(arch_path)), 8).double().eval()
-    blocks = {stage.name: stage.blocks for stage in space.stages}
-
-    def frozen_key(key: str) -> str:  # the frozen model nests the attention after the stage's blocks
-        parts = key.split(".")
-        if parts[0] == "attentions":
-            parts = ["backbone", "stages", parts[1], str(blocks[parts[1]]), *parts[2:]]
-        return ".".join(["model", *parts])
-
-    source = frozen.state_dict()
-    mapped = {k: frozen_key(k) for k in reference.state_dict()}
+    source = frozen.state_dict()  # the frozen model holds the derived network's modules at its positions
+    mapped = {k: f"model.{k}" for k in reference.state_dict()}
     assert sorted(mapped.values()) == sorted(source)
     reference.load_state_dict({k: source[v] for k, v in mapped.items()})
     x = torch.randn(2, 3, *INPUT, dtype=torch.float64)
@@ -116,7 +108,7 @@ def test_one_shot_attention_computes_the_derived_attention_at_every_width():
 
     space = load_space(SPACES / "tiny.yaml")
     candidates = [c for c in next(c for c in space.choices() if c.key == "s2/attention").options if c is not None]
-    widths = space.width_choice(1).options  # s2: (12, 16)
+    widths = next(c for c in space.choices() if c.key == "s2/width").options  # (12, 16)
     torch.manual_seed(0)
     supernet = strategies.DARTS().mutate_model(tiny_space()).double().eval()
     with torch.no_grad():

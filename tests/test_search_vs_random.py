@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from dcsnas.errors import ConfigError
+from dcsnas.models.skeleton import SKELETONS
 from dcsnas.nas.arch import derive_arch
 from dcsnas.nas.cost import CostModel, CostTerm
-from dcsnas.nas.sampling import arch_indices, kendall_tau, random_indices, rank_among, sample_in_band
+from dcsnas.nas.sampling import kendall_tau, random_indices, rank_among, sample_in_band
 from dcsnas.nas.space import Choice, load_space
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -90,21 +91,21 @@ def test_too_few_architectures_in_the_band_is_a_config_error():
         sample_in_band(ToySpace(), toy_costs(), 20, 1, random.Random(0), band=0.0)
 
 
-def test_arch_indices_inverts_derive_arch():
+def test_skeleton_indices_invert_derive_arch():
     space = load_space(REPOSITORY / "experiments/demo/space_mbv2_64x32.yaml")
     costs = CostModel([], space.choices(), (64, 32))  # FLOPs do not matter here
     rng = random.Random(3)
     for _ in range(5):
         indices = random_indices(space, rng)
-        assert arch_indices(space, derive_arch(space, indices, costs, {})) == indices
+        assert SKELETONS["mobilenetv2"].indices(space, derive_arch(space, indices, costs, {}), "arch") == indices
 
 
-def test_arch_indices_names_a_choice_outside_the_space():
+def test_skeleton_indices_name_a_choice_outside_the_space():
     space = load_space(REPOSITORY / "experiments/demo/space_mbv2_64x32.yaml")
     arch = derive_arch(space, {c.key: 0 for c in space.choices()}, CostModel([], space.choices(), (64, 32)), {})
     arch.stages[1].width = 20
-    with pytest.raises(ConfigError, match=r"arch\.json: choice 's2/width' = 20"):
-        arch_indices(space, arch, "arch.json")
+    with pytest.raises(ConfigError, match=r"arch 'arch\.json': s2/width = 20 is not an option of the space"):
+        SKELETONS["mobilenetv2"].indices(space, arch, "arch.json")
 
 
 def test_kendall_tau_of_a_hand_example():

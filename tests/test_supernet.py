@@ -20,7 +20,7 @@ from dcsnas.nas.cost import measure_costs
 from dcsnas.nas.ops import AttentionAtWidths, MaskedSkip, MixedAttention, MixedBlock
 from dcsnas.nas.recalibration import recalibrate_bn
 from dcsnas.nas.space import load_space
-from dcsnas.nas.supernet import SuperNet, child_state_dict
+from dcsnas.nas.supernet import SuperNet
 from dcsnas.utils.flops import count_flops, count_params
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -129,13 +129,14 @@ def faithful(tmp_path_factory):
     space = load_space(path)
     torch.manual_seed(0)
     supernet = SuperNet(space, num_classes=7).double().eval()
+    gates = torch.Generator().manual_seed(3)  # the gates' own draws: no matter where their slots sit
     with torch.no_grad():
         for name, module in supernet.named_modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.5, 1.5), module.bias.uniform_(-0.5, 0.5)
             if name.endswith(".gate"):
-                module.weight.normal_(0.0, 1.0), module.bias.zero_()
+                module.weight.normal_(0.0, 1.0, generator=gates), module.bias.zero_()
         for name, param in supernet.named_parameters():
             if name.endswith("gamma"):
                 param.fill_(0.7)
@@ -152,13 +153,13 @@ def option_indices(space, labels: dict[str, str]) -> dict[str, int]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_supernet_path_computes_the_derived_network(faithful, tmp_path, case):
     """The supernet with the one-hot selection of an architecture computes the network ``dcsnas retrain``
-    builds from its arch.json, given the weights of ``child_state_dict``: on the single (sliced) path of
-    evaluation and on the masked path of soft mode with one-hot weights."""
+    builds from its arch.json, given the weights of ``supernet.child`` (asked of every slot): on the single
+    (sliced) path of evaluation and on the masked path of soft mode with one-hot weights."""
     space, costs, supernet = faithful
     indices = option_indices(space, {**WIDEST_K3, **CASES[case]})
     write_arch(tmp_path / "arch.json", derive_arch(space, indices, costs, {}))
     child = create_model(ModelConfig(backbone="searched", arch=str(tmp_path / "arch.json")), 7).double().eval()
-    child.load_state_dict(child_state_dict(supernet, child, indices))
+    child.load_state_dict(supernet.child(indices).state_dict())
     x = torch.randn(3, 3, *INPUT, dtype=torch.float64)
     with torch.no_grad():
         expected = child.forward_features(x)
@@ -205,7 +206,7 @@ def test_resnet50_supernet_path_computes_the_derived_network(tmp_path):
     arch_path.parent.mkdir()
     write_arch(arch_path, derive_arch(resnet_space, indices, measure_costs(resnet_space, INPUT), {}))
     child = create_model(ModelConfig(backbone="searched", arch=str(arch_path)), 5).double().eval()
-    child.load_state_dict(child_state_dict(supernet, child, indices))
+    child.load_state_dict(supernet.child(indices).state_dict())
     x = torch.randn(2, 3, *INPUT, dtype=torch.float64)
     with torch.no_grad(), supernet.fixed_architecture(indices):
         torch.testing.assert_close(supernet(x), child(x), rtol=1e-9, atol=1e-9)
@@ -287,7 +288,7 @@ def test_bn_recalibration_changes_the_path_statistics_and_nothing_else(faithful,
     # the recalibrated supernet on that path is the derived network recalibrated on the same batches
     write_arch(tmp_path / "arch.json", derive_arch(space, indices, costs, {}))
     child = create_model(ModelConfig(backbone="searched", arch=str(tmp_path / "arch.json")), 7).double()
-    child.load_state_dict(child_state_dict(supernet, child, indices))
+    child.load_state_dict(supernet.child(indices).state_dict())
     recalibrate_bn(child, batches, 2)
     supernet.eval(), child.eval()
     x = torch.randn(3, 3, *INPUT, dtype=torch.float64)
@@ -318,6 +319,7 @@ def test_hard_mode_runs_one_candidate_per_choice_and_soft_mode_all(space, mode):
             param.data.fill_(0.5)
     calls = _count_calls(supernet)
     out = supernet(torch.randn(4, 3, *INPUT))
+    assert out["arch_weights"].keys() == {c.key for c in space.choices()}  # the weights this pass ran on
     expected = (lambda n: 1) if mode == "hard" else (lambda n: n)
     assert all(sum(c) == expected(len(c)) and max(c) == 1 for c in calls.values())
     # the logits receive gradients through the (straight-through) weights: in soft mode every one; in hard
@@ -326,7 +328,7 @@ def test_hard_mode_runs_one_candidate_per_choice_and_soft_mode_all(space, mode):
     alphas = supernet.arch.alphas
     assert all(a.grad is not None for a in alphas.values())
     mixed = [m for m in supernet.modules() if isinstance(m, (MixedBlock, MixedAttention)) and m.key in alphas]
-    sampled = {m.key: m.candidates[int(supernet.sampled[m.key].argmax())] for m in mixed}
+    sampled = {m.key: m.candidates[int(out["arch_weights"][m.key].argmax())] for m in mixed}
     informative = {m.key for m in mixed if mode == "soft" or (isinstance(m, MixedAttention) or m.residual)
                    and not isinstance(sampled[m.key], (MaskedSkip, torch.nn.Identity))}
     assert informative and all(alphas[k].grad.abs().sum() > 1e-8 for k in informative)
@@ -357,29 +359,30 @@ def test_a_mixed_op_runs_on_its_own_with_given_weights(space):
     (sliced) path and the masked path agree; soft op weights give the weighted sum of the one-hot outputs
     (Σ w = 1, residual or not); nothing is kept between calls."""
     torch.manual_seed(0)
-    slot = next(s for s in space.blocks() if s.op.key == "s2/1/op")  # 4 ops incl. skip, widths (12, 16)
-    block = MixedBlock(slot.op, slot.width_in, slot.width_out, slot.stride).double().eval()
+    part = next(p for p in space.parts() if p.kind == "block" and p.payload.key == "s2/1/op")  # 4 ops, widths (12, 16)
+    block = MixedBlock(part.payload, part.width_in, part.width_out, part.stride).double().eval()
     x = torch.randn(2, 16, 8, 4, dtype=torch.float64)
     x[:, 12:] = 0  # width 12 active: the channels beyond it are 0, as the previous op leaves them
     width = _one_hot(0, 2)
-    n_ops = len(slot.op.options)
+    n_ops = len(part.payload.options)
     with torch.no_grad():
         outs = []
         for j in range(n_ops):
-            weights = {slot.op.key: _one_hot(j, n_ops), slot.width_in.key: width}
+            weights = {part.payload.key: _one_hot(j, n_ops), part.width_in.key: width}
             masked, sliced = block(x, weights, single_path=False), block(x, weights, single_path=True)
             torch.testing.assert_close(sliced, masked, rtol=1e-12, atol=1e-12)
             outs.append(masked)
         assert not torch.allclose(outs[0], outs[3])  # an inverted residual is not the skip
         soft = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
-        weights = {slot.op.key: soft, slot.width_in.key: width}
+        weights = {part.payload.key: soft, part.width_in.key: width}
         first = block(x, weights, single_path=False)
         torch.testing.assert_close(first, sum(w * out for w, out in zip(soft, outs)), rtol=1e-12, atol=1e-12)
-        block(x, {slot.op.key: _one_hot(3, n_ops), slot.width_in.key: _one_hot(1, 2)}, single_path=True)
+        block(x, {part.payload.key: _one_hot(3, n_ops), part.width_in.key: _one_hot(1, 2)}, single_path=True)
         assert torch.equal(block(x, weights, single_path=False), first)  # no state from the other call
 
-    choice, stage = space.attention_choice(1), space.stages[1]
-    attention = MixedAttention(choice, stage.widths, space.width_choice(1).key).double().eval()
+    part = next(p for p in space.parts() if p.kind == "attention" and p.stage == "s2")
+    choice = part.payload
+    attention = MixedAttention(choice, part.width_out.options, part.width_out.key).double().eval()
     with torch.no_grad():
         for name, param in attention.named_parameters():
             if name.endswith("gamma"):

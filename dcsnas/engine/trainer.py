@@ -292,9 +292,10 @@ class Trainer:
         self.ib.load_state_dict(state)
 
     def loss_terms(self, images: torch.Tensor, pids: torch.Tensor, criterion: ReIDCriterion,
-                   ib_on: bool) -> dict[str, torch.Tensor]:
+                   ib_on: bool, return_outputs: bool = False):
         """Forward one batch; the criterion's terms, plus ``ib`` (weighted, in ``total``) when ``ib_on``, and the
-        batch's ``health/*`` figures (:func:`~dcsnas.engine.health.batch_health`, not in ``total``)."""
+        batch's ``health/*`` figures (:func:`~dcsnas.engine.health.batch_health`, not in ``total``);
+        ``return_outputs``: (terms, the model's outputs)."""
         images = images.to(self.device, non_blocking=True)
         if self.cuda and self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -313,7 +314,7 @@ class Trainer:
         if not torch.isfinite(terms["total"]):
             raise ConfigError(f"training diverged: the loss is {terms['total'].item()} (optim.lr = "
                               f"{self.cfg.optim.lr}); lower optim.lr or switch amp off")
-        return terms
+        return (terms, outputs) if return_outputs else terms
 
     def train_step(self, images: torch.Tensor, pids: torch.Tensor, ib_on: bool) -> dict[str, torch.Tensor]:
         """One optimizer step of the weights (and the centres) on a batch; returns the loss terms."""
@@ -368,6 +369,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             log[f"lr/{group['name']}"] = group["lr"]
         for name, module in self.model.attentions.items():
+            if not hasattr(module, "gamma"):  # a supernet's attention choice
+                continue
             log[f"attention/{name}/gamma"] = module.gamma.detach().item()
             if hasattr(module, "kept_ratio") and module.kept_ratio is not None:
                 log[f"attention/{name}/dcs_kept_ratio"] = float(module.kept_ratio)

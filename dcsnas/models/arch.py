@@ -110,6 +110,10 @@ class MobileNetV2Arch(_ArchBase):
     head_channels: int = 1280
     stages: tuple[ArchStage, ...] = ()
 
+    def attention_widths(self) -> dict[str, int]:
+        """The channel count each stage's attention runs on."""
+        return {s.name: s.width for s in self.stages}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.stages:
@@ -134,16 +138,13 @@ class ResNet50Arch(_ArchBase):
     last_stride: int = 1
     stages: tuple[ResNetArchStage, ...] = ()
 
+    def attention_widths(self) -> dict[str, int]:
+        """The channel count each stage's attention runs on."""
+        return {s.name: RESNET50_CHANNELS[s.name] for s in self.stages}
+
 
 Arch = Union[MobileNetV2Arch, ResNet50Arch]
-_SKELETONS = {"mobilenetv2": MobileNetV2Arch, "resnet50": ResNet50Arch}
-
-
-def attention_widths(arch: Arch) -> dict[str, int]:
-    """The channel count each stage's attention runs on."""
-    if isinstance(arch, MobileNetV2Arch):
-        return {s.name: s.width for s in arch.stages}
-    return {s.name: RESNET50_CHANNELS[s.name] for s in arch.stages}
+ARCH_TYPES = {"mobilenetv2": MobileNetV2Arch, "resnet50": ResNet50Arch}
 
 
 def parse_arch(data: Any, source: str) -> Arch:
@@ -154,10 +155,10 @@ def parse_arch(data: Any, source: str) -> Arch:
         raise ConfigError(f"arch '{source}': version = {data.get('version')!r}, expected {ARCH_VERSION} "
                           f"(this dcsnas reads arch.json version {ARCH_VERSION}; derive it again)")
     skeleton = data.get("skeleton")
-    if not isinstance(skeleton, str) or skeleton not in _SKELETONS:
-        raise ConfigError(f"arch '{source}': key 'skeleton' = {skeleton!r}; allowed: {', '.join(_SKELETONS)}")
+    if not isinstance(skeleton, str) or skeleton not in ARCH_TYPES:
+        raise ConfigError(f"arch '{source}': key 'skeleton' = {skeleton!r}; allowed: {', '.join(ARCH_TYPES)}")
     try:
-        arch = from_dict(_SKELETONS[skeleton], data)
+        arch = from_dict(ARCH_TYPES[skeleton], data)
     except ConfigError as exc:
         raise ConfigError(f"arch '{source}': {exc}") from None
     names = [s.name for s in arch.stages]
@@ -168,7 +169,7 @@ def parse_arch(data: Any, source: str) -> Arch:
 
 
 def _check_attentions(arch: Arch, source: str) -> None:
-    widths = attention_widths(arch)
+    widths = arch.attention_widths()
     for i, stage in enumerate(arch.stages):
         if stage.attention is not None:
             try:

@@ -4,13 +4,21 @@
 
 Candidate ops are named ``ir_k{k}_e{e}`` (MobileNetV2 inverted residual with a k×k depthwise kernel and
 expansion e) and ``skip`` (the identity, only where the input and output shapes agree).
+
+A slot of a network holds a fixed module or a :class:`Mixed` one (a choice of the supernet): the model runs
+both (:class:`Stage`, :class:`~dcsnas.models.builder.ReIDModel`), and :func:`child_of` asks each slot for the
+module of an architecture, with its weights, so the derived network's weights come from the slots.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Mapping
+from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 SKIP = "skip"
@@ -28,6 +36,21 @@ class ConvBNAct(nn.Sequential):
         if act:
             layers.append(nn.ReLU6(inplace=True))
         super().__init__(*layers)
+
+    def leading(self, x: torch.Tensor, in_channels: int, channels: int) -> torch.Tensor:
+        """The layer with only its first ``channels`` filters, reading the ``in_channels`` channels of ``x`` (the
+        leading ones of its input); BN statistics update the same leading entries. (Channel counts are
+        arguments, not read from ``x.shape``, so the forward traces.)"""
+        conv, bn = self[0], self[1]
+        groups = channels if conv.groups > 1 else 1  # depthwise stays depthwise
+        y = F.conv2d(x, conv.weight[:channels, :in_channels // groups], None, conv.stride, conv.padding, 1, groups)
+        momentum = 0.0
+        if bn.training:  # as nn.BatchNorm2d: momentum None is the cumulative average
+            bn.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        y = F.batch_norm(y, bn.running_mean[:channels], bn.running_var[:channels], bn.weight[:channels],
+                         bn.bias[:channels], bn.training, momentum, bn.eps)
+        return F.relu6(y) if len(self) > 2 else y
 
 
 class InvertedResidual(nn.Module):
@@ -97,3 +120,43 @@ def conv_head(in_channels: int, out_channels: int) -> ConvBNAct:
 def conv_output_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
     """Spatial size after a conv with padding k//2 and ``stride``: ``⌊(n-1)/s⌋+1`` per side."""
     return tuple((n - 1) // stride + 1 for n in size)
+
+
+class Mixed(nn.Module):
+    """A slot that holds a choice. ``forward(x, weights, single_path)``: ``weights`` maps every choice key to its
+    ``[n]`` architecture weights of the pass, ``single_path`` says they are one-hot (only the chosen candidates
+    run). :meth:`child` gives the module of one architecture."""
+
+    def child(self, indices: Mapping[str, int]) -> Optional[nn.Module]:
+        """The module this slot is in the architecture taking option ``indices[key]`` of every choice, with its
+        weights (a copy); ``None``: no module (e.g. no attention)."""
+        raise NotImplementedError
+
+
+def child_of(module: nn.Module, indices: Mapping[str, int]) -> Optional[nn.Module]:
+    """The module of a slot in the architecture ``indices``: a :class:`Mixed` slot's :meth:`~Mixed.child`, a copy
+    of a fixed one."""
+    return module.child(indices) if isinstance(module, Mixed) else copy.deepcopy(module)
+
+
+class Stage(nn.Sequential, Mixed):
+    """A stage whose slots may be mixed: ``forward(x, weights, single_path)`` hands the architecture weights to
+    the mixed slots and ``x`` alone to the fixed ones; its child is the ``nn.Sequential`` of its slots'
+    children (the state-dict keys are those of the slots' positions in both)."""
+
+    def forward(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor], single_path: bool) -> torch.Tensor:
+        for module in self:
+            x = module(x, weights, single_path) if isinstance(module, Mixed) else module(x)
+        return x
+
+    def child(self, indices: Mapping[str, int]) -> nn.Sequential:
+        return nn.Sequential(*(child_of(module, indices) for module in self))
+
+
+def with_leading_weights(child: nn.Module, source: nn.Module) -> nn.Module:
+    """``child`` holding the leading slices of ``source``'s tensors of the same names (a copy): the weights of a
+    narrower module cut from a wider one built alike (width masks keep the leading channels)."""
+    state = source.state_dict()
+    child.load_state_dict({name: state[name][tuple(slice(0, n) for n in value.shape)].clone()
+                           for name, value in child.state_dict().items()}, assign=True)
+    return child

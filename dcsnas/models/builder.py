@@ -22,6 +22,7 @@ from dcsnas.config import from_dict, ranged
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import load_arch
 from dcsnas.models.backbones import BACKBONES, Backbone, create_backbone
+from dcsnas.models.blocks import Mixed
 from dcsnas.models.heads import create_head
 from dcsnas.models.searched import build_searched_backbone
 from dcsnas.utils.flops import count_inference_params
@@ -65,7 +66,9 @@ class ModelConfig:
 
 class ReIDModel(nn.Module):
     """Backbone stages, each optionally followed by an attention module (and its deep-supervision head),
-    then the head; outputs in the module docstring."""
+    then the head; outputs in the module docstring. A stage or attention may be a
+    :class:`~dcsnas.models.blocks.Mixed` slot (the supernet's): it runs on the architecture weights given to
+    :meth:`_run`."""
 
     def __init__(self, backbone: Backbone, head: nn.Module, attentions: dict[str, nn.Module],
                  deep_supervision: dict[str, nn.Module]):
@@ -79,18 +82,23 @@ class ReIDModel(nn.Module):
     def embedding_dim(self) -> int:
         return self.head.embedding_dim
 
-    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The final map and, in training, the deep-supervision logits."""
+    def _run(self, x: torch.Tensor, weights: Optional[dict[str, torch.Tensor]] = None,
+             single_path: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The final map and, in training, the deep-supervision logits; ``weights`` and ``single_path`` go to
+        the mixed slots (:class:`~dcsnas.models.blocks.Mixed`)."""
         aux = []
         for name, stage in self.backbone.stages.items():
-            x = stage(x)
+            x = stage(x, weights, single_path) if isinstance(stage, Mixed) else stage(x)
             if name in self.attentions:
-                if self.training and name in self.deep_supervision:
+                attention = self.attentions[name]
+                if isinstance(attention, Mixed):
+                    x = attention(x, weights, single_path)
+                elif self.training and name in self.deep_supervision:
                     x_in = x
-                    x, branch = self.attentions[name](x, return_branch=True)
+                    x, branch = attention(x, return_branch=True)
                     aux.append(self.deep_supervision[name](x_in, branch))
                 else:
-                    x = self.attentions[name](x)
+                    x = attention(x)
         return x, aux
 
     def _outputs(self, fmap: torch.Tensor, aux: list[torch.Tensor]):

@@ -32,12 +32,11 @@ from torch import Tensor, nn
 from dcsnas.attention import create_attention
 from dcsnas.config import config_hash, ranged
 from dcsnas.errors import ConfigError
-from dcsnas.models.arch import CONV_HEAD, RESNET50_STAGES, STEM
-from dcsnas.models.backbones import resnet50
+from dcsnas.models.arch import CONV_HEAD, STEM
 from dcsnas.models.blocks import build_op, conv_head, conv_output_size, stem
-from dcsnas.models.skeleton import Part
+from dcsnas.models.skeleton import SKELETONS, Choice, Part
 from dcsnas.nas.distribution import ArchDistribution
-from dcsnas.nas.space import Choice, MobileNetV2Space, SearchSpace
+from dcsnas.nas.space import SearchSpace
 from dcsnas.utils.flops import count_flops, count_params
 from dcsnas.utils.io import atomic_torch_save
 
@@ -136,8 +135,13 @@ def _attention_cost(meter: _Meter, candidate, channels: int, size: tuple[int, in
                           f"{size[0]}×{size[1]} map: {exc}") from None
 
 
-def _part_term(meter: _Meter, part: Part, in_size: tuple[int, int], size: tuple[int, int]) -> CostTerm:
-    """The cost term of one part of a mobilenetv2 space, whose input map is ``in_size`` and output ``size``."""
+def _part_term(meter: _Meter, part: Part, in_size: tuple[int, int], size: tuple[int, int],
+               fixed: dict[str, nn.Module]) -> CostTerm:
+    """The cost term of one part, whose input map is ``in_size`` and output ``size`` (``fixed``: the modules of
+    the fixed stages, on the ``meta`` device)."""
+    if part.kind == "stage":
+        module, shape = fixed[part.stage], (1, part.width_in, *in_size)
+        return _term(part.stage, [], lambda: (count_flops(module, shape, "meta"), count_params(module)))
     if part.kind == "stem":
         c, s = part.width_out.options[0], part.stride
         return _term(STEM, [], lambda: meter(("stem", c, s), lambda: stem(c, s), (1, 3, *in_size)))
@@ -146,37 +150,26 @@ def _part_term(meter: _Meter, part: Part, in_size: tuple[int, int], size: tuple[
                      lambda op, c_in, c_out: meter(("op", op, c_in, c_out, part.stride),
                                                    lambda: build_op(op, c_in, c_out, part.stride), (1, c_in, *in_size)))
     if part.kind == "attention":
-        return _term(f"{part.stage}/attention", [part.payload, part.width_out],
-                     lambda a, c: _attention_cost(meter, a, c, size))
+        name, width = f"{part.stage}/attention", part.width_out
+        if isinstance(width, int):  # a fixed width (a fixed stage's channels)
+            return _term(name, [part.payload], lambda a: _attention_cost(meter, a, width, size))
+        return _term(name, [part.payload, width], lambda a, c: _attention_cost(meter, a, c, size))
     out = part.width_out
     return _term(CONV_HEAD, [part.width_in], lambda c: meter(("head", c, out), lambda: conv_head(c, out),
                                                              (1, c, *size)))
 
 
 def measure_costs(space: SearchSpace, input_size: tuple[int, int]) -> CostModel:
-    """The cost table of ``space`` for inputs of ``input_size`` = (height, width) pixels."""
+    """The cost table of ``space`` for inputs of ``input_size`` = (height, width) pixels: one term per part of
+    its skeleton (:meth:`~dcsnas.models.skeleton.Skeleton.parts`)."""
     meter = _Meter()
-    terms: list[CostTerm] = []
-    if isinstance(space, MobileNetV2Space):
-        size = tuple(input_size)
-        for part in space.parts():
-            in_size = size
-            if part.kind in ("stem", "block"):
-                size = conv_output_size(size, part.stride)
-            terms.append(_part_term(meter, part, in_size, size))
-        return CostModel(terms, space.choices(), input_size)
     with torch.device("meta"):
-        net = resnet50(False, space.last_stride).eval()
-    searched = {s.name: i for i, s in enumerate(space.stages)}
-    shape = (1, 3, *input_size)
-    for name in RESNET50_STAGES:
-        module = net.stages[name]
-        terms.append(_term(name, [], lambda m=module, s=shape: (count_flops(m, s, "meta"), count_params(m))))
-        with torch.no_grad():
-            shape = tuple(module(torch.zeros(shape, device="meta")).shape)
-        if name in searched:
-            terms.append(_term(f"{name}/attention", [space.attention_choice(searched[name])],
-                               lambda a, c=shape[1], hw=shape[2:]: _attention_cost(meter, a, c, hw)))
+        fixed = {name: module.eval() for name, module in SKELETONS[space.skeleton].fixed(space).items()}
+    terms: list[CostTerm] = []
+    size = tuple(input_size)
+    for part in space.parts():
+        in_size, size = size, conv_output_size(size, part.stride)
+        terms.append(_part_term(meter, part, in_size, size, fixed))
     return CostModel(terms, space.choices(), input_size)
 
 

@@ -39,15 +39,17 @@ traces (``torch.fx``) and compiles.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcsnas.attention import create_attention
-from dcsnas.models.blocks import InvertedResidual, parse_op
-from dcsnas.nas.space import AttentionCandidate, Choice
+from dcsnas.models.blocks import ConvBNAct, InvertedResidual, Mixed, parse_op, with_leading_weights
+from dcsnas.models.skeleton import AttentionCandidate, Choice
 
 ArchWeights = Mapping[str, Tensor]
 """The weights ``[n]`` of every choice key of one forward pass."""
@@ -98,7 +100,7 @@ class MaskedInvertedResidual(InvertedResidual):
                  expansion: int, shared: bool):
         super().__init__(max(widths_in), max(widths_out), stride, kernel, expansion)
         self.widths_in, self.widths_out = tuple(widths_in), tuple(widths_out)
-        self.expansion, self.shared = expansion, shared
+        self.stride, self.kernel, self.expansion, self.shared = stride, kernel, expansion, shared
         self.register_buffer("hidden_masks", mask_matrix(widths_in, expansion), persistent=False)
         self.register_buffer("out_masks", mask_matrix(widths_out), persistent=False)
         equal = torch.tensor([[float(a == b) for b in widths_out] for a in widths_in])
@@ -120,15 +122,21 @@ class MaskedInvertedResidual(InvertedResidual):
             y = y * channel_mask(w_out, self.out_masks, y)
         return self._add_residual(y, x, w_in, w_out, max(self.widths_in), max(self.widths_out))
 
+    def narrowed(self, width_in: int, width_out: int) -> InvertedResidual:
+        """The standalone block at widths ``width_in`` → ``width_out`` with the leading slices of the weights."""
+        with torch.device("meta"):
+            block = InvertedResidual(width_in, width_out, self.stride, self.kernel, self.expansion)
+        return with_leading_weights(block, self)
+
     def _forward_sliced(self, x: Tensor, w_in: Tensor, w_out: Tensor) -> Tensor:
         c_in, c_out = self.widths_in[int(w_in.argmax())], self.widths_out[int(w_out.argmax())]
         hidden = self.expansion * c_in
         x = x[:, :c_in]
-        h = _conv_bn_act(self.expand, x, c_in, hidden) if self.expansion != 1 else x
-        h = _conv_bn_act(self.depthwise, h, hidden, hidden)
+        h = self.expand.leading(x, c_in, hidden) if self.expansion != 1 else x
+        h = self.depthwise.leading(h, hidden, hidden)
         if len(w_in) > 1:
             h = h * channel_mask(w_in, self.hidden_masks[:, :hidden], h)
-        y = _conv_bn_act(self.project, h, hidden, c_out)
+        y = self.project.leading(h, hidden, c_out)
         if len(w_out) > 1:
             y = y * channel_mask(w_out, self.out_masks[:, :c_out], y)
         return _fit_channels(self._add_residual(y, x, w_in, w_out, c_in, c_out), c_out, max(self.widths_out))
@@ -141,22 +149,6 @@ class MaskedInvertedResidual(InvertedResidual):
             return x + y
         p_equal = w_in.to(self.equal_widths.dtype) @ self.equal_widths @ w_out.to(self.equal_widths.dtype)
         return y + p_equal.to(y.dtype) * _fit_channels(x, c_in, c_out)
-
-
-def _conv_bn_act(block: nn.Sequential, x: Tensor, in_channels: int, channels: int) -> Tensor:
-    """A :class:`~dcsnas.models.blocks.ConvBNAct` with only its first ``channels`` filters, reading the
-    ``in_channels`` channels of ``x`` (the leading ones of its input); BN statistics update the same
-    leading entries. (Channel counts are arguments, not read from ``x.shape``, so the forward traces.)"""
-    conv, bn = block[0], block[1]
-    groups = channels if conv.groups > 1 else 1  # depthwise stays depthwise
-    y = F.conv2d(x, conv.weight[:channels, :in_channels // groups], None, conv.stride, conv.padding, 1, groups)
-    momentum = 0.0
-    if bn.training:  # as nn.BatchNorm2d: momentum None is the cumulative average
-        bn.num_batches_tracked.add_(1)
-        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    y = F.batch_norm(y, bn.running_mean[:channels], bn.running_var[:channels], bn.weight[:channels],
-                     bn.bias[:channels], bn.training, momentum, bn.eps)
-    return F.relu6(y) if len(block) > 2 else y
 
 
 def _fit_channels(x: Tensor, have: int, want: int) -> Tensor:
@@ -173,14 +165,35 @@ class MaskedSkip(nn.Module):
     def forward(self, x: Tensor, w_in: Tensor, w_out: Tensor, sliced: bool = False) -> Tensor:
         return x
 
+    def narrowed(self, width_in: int, width_out: int) -> nn.Identity:
+        return nn.Identity()
 
-class MixedBlock(nn.Module):
+
+class MaskedConvHead(ConvBNAct, Mixed):
+    """The 1×1 head conv after a stage whose width options are ``width_in``: built at the widest, reading the
+    masked map (the channels beyond the active width are 0). ``[B, max(widths), H, W]`` → ``[B, out, H, W]``."""
+
+    def __init__(self, width_in: Choice, out_channels: int):
+        super().__init__(max(width_in.options), out_channels)
+        self.key, self.widths = width_in.key, tuple(width_in.options)
+
+    def forward(self, x: Tensor, weights: ArchWeights, single_path: bool) -> Tensor:
+        return super().forward(x)
+
+    def child(self, indices: Mapping[str, int]) -> ConvBNAct:
+        with torch.device("meta"):
+            head = ConvBNAct(self.widths[indices[self.key]], self[0].out_channels)
+        return with_leading_weights(head, self)
+
+
+class MixedBlock(Mixed):
     """One block of the supernet: the candidates of ``op`` between the width choices ``width_in`` and
     ``width_out``. ``[B, max(width_in), H, W]`` → ``[B, max(width_out), H', W']``."""
 
     def __init__(self, op: Choice, width_in: Choice, width_out: Choice, stride: int):
         super().__init__()
         self.key, self.keys = op.key, (op.key, width_in.key, width_out.key)
+        self.widths_in, self.widths_out = tuple(width_in.options), tuple(width_out.options)
         self.residual = width_in == width_out and stride == 1  # every candidate is x + F(x)
         candidates = []
         for name in op.options:
@@ -194,6 +207,11 @@ class MixedBlock(nn.Module):
         w_op, w_in, w_out = (weights[k] for k in self.keys)
         return choose(w_op, single_path, lambda j: self.candidates[j](x, w_in, w_out, sliced=single_path),
                       x if self.residual else None)
+
+    def child(self, indices: Mapping[str, int]) -> nn.Module:
+        """The chosen op at the chosen widths, its weights cut from the candidate's."""
+        op, width_in, width_out = (indices[k] for k in self.keys)
+        return self.candidates[op].narrowed(self.widths_in[width_in], self.widths_out[width_out])
 
 
 class AttentionAtWidths(nn.Module):
@@ -228,7 +246,7 @@ class AttentionAtWidths(nn.Module):
         return _fit_channels(y * channel_mask(w, self.masks[:, :self.widths[i]], y), self.widths[i], widest)
 
 
-class MixedAttention(nn.Module):
+class MixedAttention(Mixed):
     """The attention choice after a stage whose width options are ``widths`` (``width_key``: their choice
     key, ``None`` for a fixed width): ``none`` or an :class:`AttentionAtWidths` per candidate.
     ``[B, max(widths), H, W]`` → same."""
@@ -248,3 +266,10 @@ class MixedAttention(nn.Module):
             return candidate(x) if isinstance(candidate, nn.Identity) else candidate(x, w, single_path)
 
         return choose(weights[self.key], single_path, run, x)
+
+    def child(self, indices: Mapping[str, int]) -> Optional[nn.Module]:
+        """A copy of the chosen attention at the chosen width; ``None`` for ``none``."""
+        candidate = self.candidates[indices[self.key]]
+        if isinstance(candidate, nn.Identity):
+            return None
+        return copy.deepcopy(candidate.at[indices[self.width_key] if self.width_key is not None else 0])

@@ -3,8 +3,8 @@
 :func:`sample_in_band` draws architectures uniformly from the set of architectures of a space whose
 FLOPs lie within ``±band`` of a target: every choice uniformly and independently, rejected until the
 FLOPs fit (rejection sampling keeps the uniform distribution restricted to the band; the cost table makes
-a draw a table look-up). :func:`arch_indices` maps a derived architecture (arch.json) back to its choice
-indices, the inverse of :func:`~dcsnas.nas.arch.derive_arch`. :func:`rank_among` places one value among
+a draw a table look-up); a derived architecture (arch.json) maps back to its choice indices through its
+skeleton (:meth:`~dcsnas.models.skeleton.Skeleton.indices`). :func:`rank_among` places one value among
 others, :func:`kendall_tau` is SciPy's τ-b (the benchmark's means and standard
 deviations come from :mod:`dcsnas.compare.seeds`, as in ``dcsnas compare``).
 """
@@ -17,9 +17,8 @@ from typing import Optional, Sequence
 from scipy import stats
 
 from dcsnas.errors import ConfigError
-from dcsnas.models.arch import Arch, MobileNetV2Arch
 from dcsnas.nas.cost import CostModel
-from dcsnas.nas.space import AttentionCandidate, MobileNetV2Space, SearchSpace
+from dcsnas.nas.space import SearchSpace
 
 
 def random_indices(space: SearchSpace, rng: random.Random) -> dict[str, int]:
@@ -56,34 +55,6 @@ def sample_in_band(space: SearchSpace, costs: CostModel, target_flops: float, co
     raise ConfigError(f"only {len(found)} of {count} architectures of space '{space.name}' within ±{100 * band:g}% "
                       f"of {target_flops / 1e6:.3f} MFLOPs in {max_draws} draws (the space spans "
                       f"{low / 1e6:.3f}–{high / 1e6:.3f} MFLOPs); widen the band or change the target")
-
-
-def arch_indices(space: SearchSpace, arch: Arch, source: str = "arch") -> dict[str, int]:
-    """The option index of every choice of ``space`` that ``arch`` takes (width, op per block, attention per
-    stage); a :class:`ConfigError` naming ``source`` and the choice when ``arch`` is not in the space."""
-    stages = {s.name: s for s in arch.stages}
-    values: dict[str, object] = {}
-    for i, stage in enumerate(space.stages):
-        if stage.name not in stages:
-            raise ConfigError(f"{source}: stage '{stage.name}' of space '{space.name}' is missing")
-        taken = stages[stage.name]
-        attention = taken.attention
-        values[space.attention_choice(i).key] = None if attention is None else (attention.name, attention.options)
-        if isinstance(space, MobileNetV2Space):
-            if not isinstance(arch, MobileNetV2Arch) or len(taken.ops) != stage.blocks:
-                raise ConfigError(f"{source}: stage '{stage.name}' does not have the {stage.blocks} blocks of "
-                                  f"space '{space.name}'")
-            values[space.width_choice(i).key] = taken.width
-            values.update({f"{stage.name}/{b}/op": op for b, op in enumerate(taken.ops)})
-    indices = {}
-    for choice in space.choices():
-        wanted = values.get(choice.key, choice.options[0])
-        options = [(o.name, o.options) if isinstance(o, AttentionCandidate) else o for o in choice.options]
-        if wanted not in options:
-            raise ConfigError(f"{source}: choice '{choice.key}' = {wanted!r} is not an option of space "
-                              f"'{space.name}' ({', '.join(choice.labels)})")
-        indices[choice.key] = options.index(wanted)
-    return indices
 
 
 def _key(indices: dict[str, int]) -> tuple:

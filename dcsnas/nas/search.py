@@ -220,9 +220,9 @@ class Searcher(Trainer):
     def arch_step(self, images: torch.Tensor, pids: torch.Tensor, ib_on: bool) -> dict[str, torch.Tensor]:
         """L = cost(L_task) + η·IBB on an architecture-split batch; only α gets gradients and is updated."""
         disjoint = self.cfg.search.split == "identity_disjoint"
-        terms = self.loss_terms(images, pids, self.arch_criterion, ib_on and not disjoint)
+        terms, outputs = self.loss_terms(images, pids, self.arch_criterion, ib_on and not disjoint, return_outputs=True)
         ib = terms.get("ib", torch.zeros((), device=self.device))
-        total, flops = self.cost_loss(terms["total"] - ib, self.model.arch, self.model.sampled)
+        total, flops = self.cost_loss(terms["total"] - ib, self.model.arch, outputs["arch_weights"])
         terms["total"] = total + ib
         terms["mflops"] = flops.detach() / 1e6
         alphas = list(self.model.arch.parameters())

@@ -23,12 +23,11 @@ from typing import Any, Iterator, Literal, Optional, Union
 from dcsnas.attention import attention_options, create_attention
 from dcsnas.config import from_dict, ranged, read_yaml
 from dcsnas.errors import ConfigError
-from dcsnas.models.arch import MAX_WIDTH, RESNET50_CHANNELS, RESNET50_STAGES, STEM, check_stage_name
-from dcsnas.models.blocks import SKIP, parse_op, skip_allowed
-from dcsnas.models.skeleton import Part, StagePlan, mobilenetv2_parts
+from dcsnas.models.arch import MAX_WIDTH, RESNET50_STAGES, check_stage_name
+from dcsnas.models.blocks import SKIP, parse_op
+from dcsnas.models.skeleton import NONE, SKELETONS, AttentionCandidate, Choice, Part
 
 SPACE_VERSION = 1
-NONE = "none"
 DEFAULT_OPS = ("ir_k3_e3", "ir_k3_e6", "ir_k5_e3", "ir_k5_e6", SKIP)
 # attention type in a space file → (registry name, fixed options)
 ATTENTION_TYPES: dict[str, tuple[str, dict[str, str]]] = {
@@ -36,35 +35,6 @@ ATTENTION_TYPES: dict[str, tuple[str, dict[str, str]]] = {
     "dcs-sa": ("dcs", {"backend": "sa"}), "dcs-csa": ("dcs", {"backend": "csa"}),
     "dcs-csalr": ("dcs", {"backend": "csalr"}),
 }
-
-
-@dataclass(frozen=True)
-class AttentionCandidate:
-    """One attention option: ``create_attention(name, channels, **options)``; ``label`` e.g. ``dcs-csalr-g2``."""
-
-    label: str
-    name: str
-    options: dict[str, Any]
-
-
-Option = Union[int, str, Optional[AttentionCandidate]]  # a width, an op name, an attention (None: no attention)
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A decision of the space: ``options`` in order (the architecture logits index them)."""
-
-    key: str
-    options: tuple[Option, ...]
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(NONE if o is None else o.label if isinstance(o, AttentionCandidate) else str(o)
-                     for o in self.options)
-
-    @property
-    def searchable(self) -> bool:
-        return len(self.options) > 1
 
 
 @dataclass
@@ -133,20 +103,20 @@ class StageSpace:
             parse_op(op)
 
 
+class _Space:
+    """What every space gives through its skeleton (:data:`dcsnas.models.skeleton.SKELETONS`)."""
+
+    def parts(self) -> Iterator[Part]:
+        """The skeleton's parts; widths and payloads are :class:`Choice`\\ s."""
+        return SKELETONS[self.skeleton].parts(self)
+
+    def choices(self) -> list[Choice]:
+        """Every choice of the space, in the order the network runs them."""
+        return SKELETONS[self.skeleton].choices(self)
+
+
 @dataclass
-class BlockSlot:
-    """Block ``index`` of stage ``stage``: its op choice and the width choices of its input and output."""
-
-    stage: str
-    index: int
-    stride: int
-    op: Choice
-    width_in: Choice
-    width_out: Choice
-
-
-@dataclass
-class MobileNetV2Space:
+class MobileNetV2Space(_Space):
     """A MobileNetV2-like macro skeleton with searched ops, widths and attentions."""
 
     name: str
@@ -165,49 +135,12 @@ class MobileNetV2Space:
             raise ValueError(f"stage names repeat: {names}")
         if self.stem_channels < 1 or self.stem_stride not in (1, 2) or self.head_channels < 1:
             raise ValueError("stem_channels and head_channels must be >= 1 and stem_stride 1 or 2")
-        for slot in self.blocks():
-            if not slot.op.options:
-                i = names.index(slot.stage)
-                raise ValueError(f"stages[{i}].ops = {self.stages[i].ops}: block {slot.index} of stage "
-                                 f"'{slot.stage}' has no candidate op ('skip' is impossible where the stride or "
+        for part in self.parts():
+            if part.kind == "block" and not part.payload.options:
+                i = names.index(part.stage)
+                raise ValueError(f"stages[{i}].ops = {self.stages[i].ops}: block {part.index} of stage "
+                                 f"'{part.stage}' has no candidate op ('skip' is impossible where the stride or "
                                  "the width changes)")
-
-    def width_choice(self, i: int) -> Choice:
-        """The width choice of stage ``i`` (``-1``: the stem)."""
-        if i < 0:
-            return Choice(f"{STEM}/width", (self.stem_channels,))
-        return Choice(f"{self.stages[i].name}/width", tuple(self.stages[i].widths))
-
-    def blocks(self) -> Iterator[BlockSlot]:
-        for i, stage in enumerate(self.stages):
-            out = self.width_choice(i)
-            for b in range(stage.blocks):
-                width_in = self.width_choice(i - 1) if b == 0 else out
-                stride = stage.stride if b == 0 else 1
-                same = width_in == out or (len(width_in.options) == len(out.options) == 1
-                                           and skip_allowed(width_in.options[0], out.options[0], stride))
-                ops = tuple(op for op in stage.ops if op != SKIP or (same and stride == 1))
-                yield BlockSlot(stage.name, b, stride, Choice(f"{stage.name}/{b}/op", ops), width_in, out)
-
-    def attention_choice(self, i: int) -> Choice:
-        return Choice(f"{self.stages[i].name}/attention", self.stages[i].attention.candidates())
-
-    def parts(self) -> Iterator[Part]:
-        """The skeleton's parts (:func:`dcsnas.models.skeleton.mobilenetv2_parts`): widths are width
-        choices, block payloads op choices, attention payloads attention choices."""
-        slots = list(self.blocks())
-        plans = [StagePlan(stage.name, stage.stride, self.width_choice(i),
-                           [s.op for s in slots if s.stage == stage.name], self.attention_choice(i))
-                 for i, stage in enumerate(self.stages)]
-        return mobilenetv2_parts(self.width_choice(-1), self.stem_stride, plans, self.head_channels)
-
-    def choices(self) -> list[Choice]:
-        out = [self.width_choice(-1)]
-        for i, stage in enumerate(self.stages):
-            out.append(self.width_choice(i))
-            out.extend(slot.op for slot in self.blocks() if slot.stage == stage.name)
-            out.append(self.attention_choice(i))
-        return out
 
 
 @dataclass
@@ -223,7 +156,7 @@ class ResNetStageSpace:
 
 
 @dataclass
-class ResNet50Space:
+class ResNet50Space(_Space):
     """The fixed ResNet-50 with searched attention placement, type and groups per stage."""
 
     name: str
@@ -240,15 +173,10 @@ class ResNet50Space:
         if self.last_stride not in (1, 2):
             raise ValueError(f"last_stride = {self.last_stride}; expected 1 or 2")
 
-    def attention_choice(self, i: int) -> Choice:
-        return Choice(f"{self.stages[i].name}/attention", self.stages[i].attention.candidates())
-
-    def choices(self) -> list[Choice]:
-        return [self.attention_choice(i) for i in range(len(self.stages))]
 
 
 SearchSpace = Union[MobileNetV2Space, ResNet50Space]
-SKELETONS: dict[str, type] = {"mobilenetv2": MobileNetV2Space, "resnet50": ResNet50Space}
+SPACE_TYPES: dict[str, type] = {"mobilenetv2": MobileNetV2Space, "resnet50": ResNet50Space}
 
 
 def parse_space(data: dict, source: str) -> SearchSpace:
@@ -257,10 +185,10 @@ def parse_space(data: dict, source: str) -> SearchSpace:
     if version != SPACE_VERSION:
         raise ConfigError(f"search space '{source}': version = {version!r}; this dcsnas reads version {SPACE_VERSION}")
     skeleton = data.get("skeleton")
-    if not isinstance(skeleton, str) or skeleton not in SKELETONS:
-        raise ConfigError(f"search space '{source}': key 'skeleton' = {skeleton!r}; allowed: {', '.join(SKELETONS)}")
+    if not isinstance(skeleton, str) or skeleton not in SPACE_TYPES:
+        raise ConfigError(f"search space '{source}': key 'skeleton' = {skeleton!r}; allowed: {', '.join(SPACE_TYPES)}")
     try:
-        space = from_dict(SKELETONS[skeleton], data)
+        space = from_dict(SPACE_TYPES[skeleton], data)
     except ConfigError as exc:
         raise ConfigError(f"search space '{source}': {exc}") from None
     _check_attention_widths(space, source)
@@ -268,20 +196,19 @@ def parse_space(data: dict, source: str) -> SearchSpace:
 
 
 def _check_attention_widths(space: SearchSpace, source: str) -> None:
-    """Every attention candidate must accept every width of its stage (groups, qk_ratio)."""
-    if isinstance(space, MobileNetV2Space):
-        widths = {s.name: s.widths for s in space.stages}
-    else:
-        widths = {s.name: [RESNET50_CHANNELS[s.name]] for s in space.stages}
-    for i, stage in enumerate(space.stages):
-        for candidate in stage.attention.candidates():
-            for width in widths[stage.name] if candidate is not None else ():
+    """Every attention candidate must accept every width of its slot (groups, qk_ratio)."""
+    names = [s.name for s in space.stages]
+    for part in space.parts():
+        if part.kind != "attention":
+            continue
+        widths = part.width_out.options if isinstance(part.width_out, Choice) else (part.width_out,)
+        for candidate in part.payload.options:
+            for width in widths if candidate is not None else ():
                 try:
                     create_attention(candidate.name, width, **candidate.options)
                 except ConfigError as exc:
-                    raise ConfigError(f"search space '{source}': stages[{i}].attention ({stage.name}, "
-                                      f"{candidate.label}, width {width}): {exc}") from None
-
+                    raise ConfigError(f"search space '{source}': stages[{names.index(part.stage)}].attention "
+                                      f"({part.stage}, {candidate.label}, width {width}): {exc}") from None
 
 
 def load_space(path: str | Path) -> SearchSpace:

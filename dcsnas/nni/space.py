@@ -23,13 +23,13 @@ import torch
 from torch import nn
 
 from dcsnas.attention import create_attention
-from dcsnas.models.backbones import Backbone, resnet50
+from dcsnas.models.backbones import Backbone
 from dcsnas.models.blocks import build_op, conv_head, parse_op, stem
 from dcsnas.models.builder import ReIDModel
 from dcsnas.models.heads import HEADS
-from dcsnas.models.skeleton import Part, assemble
+from dcsnas.models.skeleton import SKELETONS, AttentionCandidate, Choice, Part
 from dcsnas.nas.ops import AttentionAtWidths, MaskedInvertedResidual, MaskedSkip
-from dcsnas.nas.space import AttentionCandidate, Choice, MobileNetV2Space, SearchSpace, parse_space
+from dcsnas.nas.space import SearchSpace, parse_space
 from dcsnas.nni.deps import (
     BaseSuperNetModule,
     Categorical,
@@ -98,7 +98,10 @@ class _SpaceBuilder:
     def __init__(self) -> None:
         self.widths: dict[str, Any] = {}
 
-    def width(self, choice: Choice) -> Any:
+    def width(self, choice: Choice | int) -> Any:
+        """An int width as is; a width choice as its ``nni.choice`` (its only option when fixed)."""
+        if isinstance(choice, int):
+            return choice
         if not choice.searchable:
             return choice.options[0]
         if choice.key not in self.widths:
@@ -117,16 +120,10 @@ class _SpaceBuilder:
             name=c.name, options=dict(c.options), channels=channels))
 
 
-def _space_backbone(space: SearchSpace):
-    """The backbone of the model space of ``space`` (see the module docstring)."""
+def _space_backbone(space: SearchSpace) -> tuple[Backbone, dict[str, nn.Module]]:
+    """The backbone and attention slots of the model space of ``space`` (see the module docstring), built by
+    its skeleton (:data:`dcsnas.models.skeleton.SKELETONS`)."""
     build = _SpaceBuilder()
-    if not isinstance(space, MobileNetV2Space):
-        net = resnet50(space.pretrained, space.last_stride)
-        searched = {s.name: i for i, s in enumerate(space.stages)}
-        stages = {name: nn.Sequential(module, build.attention(space.attention_choice(searched[name]),
-                                                              net.stage_channels[name]))
-                  if name in searched else module for name, module in net.stages.items()}
-        return Backbone(stages, net.stage_channels, net.stage_strides)
 
     def module(part: Part) -> nn.Module:
         if part.kind == "stem":
@@ -139,8 +136,8 @@ def _space_backbone(space: SearchSpace):
             return build.attention(part.payload, build.width(part.width_out))
         return _ConvHead(in_channels=build.width(part.width_in), out_channels=part.width_out)
 
-    return assemble(space.parts(), module,
-                    lambda width: width if isinstance(width, int) else ensure_frozen(build.width(width)))
+    return SKELETONS[space.skeleton].build(space, space.parts(), module,
+                                           lambda width: ensure_frozen(build.width(width)))
 
 
 class ReIDSpace(ModelSpace):
@@ -149,8 +146,8 @@ class ReIDSpace(ModelSpace):
 
     def __init__(self, space: dict[str, Any], num_classes: int, head: str = "bnneck"):
         super().__init__()
-        backbone = _space_backbone(parse_space(space, str(space.get("name", "search space"))))
-        self.model = ReIDModel(backbone, HEADS[head](backbone.out_channels, num_classes), {}, {})
+        backbone, attentions = _space_backbone(parse_space(space, str(space.get("name", "search space"))))
+        self.model = ReIDModel(backbone, HEADS[head](backbone.out_channels, num_classes), attentions, {})
 
     @property
     def embedding_dim(self) -> int:

@@ -163,11 +163,12 @@ class Bench:
     def sample(self, seed: int) -> dict[str, Any]:
         """The searched architecture of seed ``seed`` and ``random`` architectures drawn with FLOPs within
         ±band of it (written to :meth:`archs_file` once; read back after)."""
-        from dcsnas.nas.sampling import arch_indices, sample_in_band
+        from dcsnas.models.skeleton import SKELETONS
+        from dcsnas.nas.sampling import sample_in_band
         from dcsnas.utils.io import atomic_write_json
 
         space, arch, costs = self.costs(seed)
-        searched = arch_indices(space, arch, str(self.run_path(f"search-s{seed}") / "arch.json"))
+        searched = SKELETONS[space.skeleton].indices(space, arch, str(self.run_path(f"search-s{seed}") / "arch.json"))
         path = self.archs_file(seed)
         if path.is_file():
             stored = json.loads(path.read_text())
