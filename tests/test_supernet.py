@@ -326,7 +326,7 @@ def test_hard_mode_runs_one_candidate_per_choice_and_soft_mode_all(space, mode):
     alphas = supernet.arch.alphas
     assert all(a.grad is not None for a in alphas.values())
     mixed = [m for m in supernet.modules() if isinstance(m, (MixedBlock, MixedAttention)) and m.key in alphas]
-    sampled = {m.key: m.candidates[int(supernet.sampled[m.key].argmax())] for m in mixed}
+    sampled = {m.key: m.candidates[int(out["arch_weights"][m.key].argmax())] for m in mixed}
     informative = {m.key for m in mixed if mode == "soft" or (isinstance(m, MixedAttention) or m.residual)
                    and not isinstance(sampled[m.key], (MaskedSkip, torch.nn.Identity))}
     assert informative and all(alphas[k].grad.abs().sum() > 1e-8 for k in informative)

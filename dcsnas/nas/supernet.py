@@ -86,8 +86,8 @@ class SuperNet(ReIDModel):
     ``forward(x, weights=None, single_path=None)``: the outputs of :class:`~dcsnas.models.builder.ReIDModel`
     (training dict, or the embedding in evaluation) on the architecture ``weights`` (choice key → ``[n]``;
     ``None``: :meth:`sample_weights`); ``single_path`` (``None``: hard mode or evaluation) runs only the
-    selected candidates of one-hot weights. ``sampled`` holds the weights of the last forward pass (the
-    search loop's cost term reads it; no module does).
+    selected candidates of one-hot weights. The training dict carries the weights it ran on as
+    ``arch_weights`` (the search loop's cost term reads them).
 
     :func:`child_state_dict` gives the derived network of an architecture the supernet's weights of its path.
     """
@@ -100,7 +100,6 @@ class SuperNet(ReIDModel):
         self.arch = ArchDistribution(space.choices())
         self.mode, self.tau = mode, tau
         self.fixed: dict[str, int] | None = None
-        self.sampled: dict[str, Tensor] | None = None
 
     @contextmanager
     def fixed_architecture(self, indices: dict[str, int]) -> Iterator[SuperNet]:
@@ -134,7 +133,6 @@ class SuperNet(ReIDModel):
         else:
             default_single = self.mode == "hard" or not self.training
         single = default_single if single_path is None else single_path
-        self.sampled = dict(weights)
         for stage in self.backbone.stages.values():
             x = stage(x, weights, single) if isinstance(stage, SuperStage) else stage(x)
         return x, []
@@ -146,7 +144,13 @@ class SuperNet(ReIDModel):
 
     def forward(self, x: Tensor, weights: ArchWeights | None = None, single_path: bool | None = None):
         """The model's outputs (class docstring) on the architecture ``weights``."""
-        return self._outputs(*self._run(x, weights, single_path))
+        if weights is None:
+            weights, sampled_single = self.sample_weights()
+            single_path = sampled_single if single_path is None else single_path
+        out = self._outputs(*self._run(x, weights, single_path))
+        if self.training:
+            out["arch_weights"] = dict(weights)
+        return out
 
 
 def child_state_dict(supernet: SuperNet, child: nn.Module, indices: dict[str, int]) -> dict[str, Tensor]:
