@@ -103,7 +103,7 @@ def test_the_documented_search_strategy_trains_one_uniform_path_per_batch(tiny_d
     exec(_recipe("Add a search strategy"), namespace)
     cfg = load_config(SearchConfig, ROOT / "experiments" / "cpu" / "search_tiny.yaml",
                       [f"data.root={tiny_data}", f"search.space={ROOT / 'search_spaces' / 'tiny.yaml'}",
-                       "optim.epochs=1", "eval.before_training=false"])
+                       "optim.epochs=1", "search.warmup_epochs=0", "eval.before_training=false"])
     searcher = Searcher(cfg, create_run_dir(tmp_path / "run", "search", cfg), show_progress=False,
                         strategy=namespace["uniform_step"])
     alpha = {k: v.clone() for k, v in searcher.model.arch.state_dict().items()}

@@ -120,12 +120,12 @@ class Loop:
                 "untrained": self.untrained, "health": self.health.state_dict(), "config": to_dict(self.cfg),
                 "num_classes": self.num_classes, "threads": torch.get_num_threads()}
 
-    def resume(self) -> dict[str, Any]:
+    def resume(self) -> None:
         """Continue from ``checkpoints/last.pt``: the config must match the saved one (except optim.epochs,
         device and threads). ``optim.epochs`` may grow (training continues to the new end) but not drop
         below the epochs already trained (an error: the history and metrics would describe a longer run).
-        A missing or stale ``best.pt`` is rebuilt from ``last.pt`` when that is the best epoch. Returns the
-        checkpoint (entries of older versions may be missing)."""
+        A missing or stale ``best.pt`` is rebuilt from ``last.pt`` when that is the best epoch; entries that
+        checkpoints of older versions lack are left as built."""
         changed = same_config(self.cfg, self.run, ignore=("optim.epochs", "device", "threads"))
         if changed:
             raise ConfigError(f"--resume: the config differs from the run's saved config in {', '.join(changed)}")
@@ -157,7 +157,6 @@ class Loop:
                               f"{torch.get_num_threads()}: it will not be bit-identical to an uninterrupted run "
                               f"(set threads: {ckpt['threads']})")
             self._repair_best(done)
-        return ckpt
 
     def _repair_best(self, done: int) -> None:
         """Make ``best.pt`` the checkpoint of ``self.best["epoch"]``: rebuilt from ``last.pt`` when that is the
