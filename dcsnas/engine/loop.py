@@ -58,6 +58,8 @@ def train_epoch(step: Step, loader, title: str, rt: Runtime, logger: RunLogger, 
 
 
 class Stateful(Protocol):
+    """A checkpoint entry: a module, an optimizer, a scheduler, a GradScaler, …"""
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
@@ -77,8 +79,8 @@ class EpochReport(Protocol):
 
 @dataclass
 class Loop:
-    """The epochs of a run: ``begin(epoch)`` starts an epoch and returns its step, run over ``loader``
-    (``loader()``: the epoch's P×K loader, its sampler's epoch set by ``begin``); then the schedule steps,
+    """The epochs of a run: ``begin(epoch)`` starts an epoch (it sets the sampler's epoch of ``loader``, the
+    P×K loader of the weights) and returns its step, run over ``loader``; then the schedule steps,
     the health monitor checks the epoch's means, ``report`` logs them, ``evaluate(split)`` evaluates, and the
     checkpoint holds the model, ``states`` (checkpoint key → holder of a state dict, or ``None``) and the
     loop's progress. ``validation``: evaluate the validation split too. ``finish(metrics, files)`` runs last
