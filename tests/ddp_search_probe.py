@@ -27,7 +27,7 @@ import torch
 
 from dcsnas.cli import main
 from dcsnas.data.sampler import IdentityBatchSampler
-from dcsnas.engine import trainer as engine
+from dcsnas.engine import loop as engine
 from dcsnas.engine.rundir import RunDir
 from dcsnas.nas import search
 from dcsnas.nas.distribution import ArchDistribution
@@ -66,16 +66,20 @@ def _sample(original):
     return wrapper
 
 
-def _train_step(original):
-    def wrapper(self, images, pids, ib_on):
-        first = RECORD["no_grad"] is None
-        before = {n: p.detach().clone() for n, p in self.model.weight_modules().named_parameters()} if first else {}
-        terms = original(self, images, pids, ib_on)
-        if first:
-            named = dict(self.model.weight_modules().named_parameters())
-            RECORD["no_grad"] = sorted(n for n, p in named.items() if p.grad is None)
-            RECORD["no_grad_moved"] = any(not torch.equal(named[n], before[n]) for n in RECORD["no_grad"])
-        return terms
+def _weight_step(original):
+    def wrapper(forward, *args):
+        step = original(forward, *args)
+        named = dict(getattr(forward, "module", forward).weights.named_parameters())  # DDP(WeightModules)
+
+        def recording(images, pids):
+            first = RECORD["no_grad"] is None
+            before = {n: p.detach().clone() for n, p in named.items()} if first else {}
+            result = step(images, pids)
+            if first:
+                RECORD["no_grad"] = sorted(n for n, p in named.items() if p.grad is None)
+                RECORD["no_grad_moved"] = any(not torch.equal(named[n], before[n]) for n in RECORD["no_grad"])
+            return result
+        return recording
     return wrapper
 
 
@@ -91,7 +95,7 @@ def _fit(original):
     def wrapper(self):
         metrics = original(self)
         params = {f"model.{n}": p.detach().clone() for n, p in self.model.named_parameters()}
-        params.update({f"criterion.{n}": p.detach().clone() for n, p in self.criterion.named_parameters()})
+        params.update({f"criterion.{n}": p.detach().clone() for n, p in self.training.criterion.named_parameters()})
         torch.save({**RECORD, "params": params}, Path(os.environ["PROBE_DIR"]) / f"rank{RANK}.pt")
         return metrics
     return wrapper
@@ -103,7 +107,7 @@ def _noting(kind):
 
 IdentityBatchSampler.__iter__ = _sampler_iter(IdentityBatchSampler.__iter__)
 ArchDistribution.sample = _sample(ArchDistribution.sample)
-search.Searcher.train_step = _train_step(search.Searcher.train_step)
+search.weight_step = _weight_step(search.weight_step)
 search.Searcher.begin_epoch = _begin_epoch(search.Searcher.begin_epoch)
 search.Searcher.fit = _fit(search.Searcher.fit)
 search.write_arch = _recording(search.write_arch, _noting("arch.json"))

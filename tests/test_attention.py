@@ -51,7 +51,7 @@ def _randomized(name, channels=16, seed=0, **options):
 
 def _attention_branch(module, x):
     """The module's attention output fuse(attn(x)) (gamma = 1 in ``_randomized``)."""
-    return module(x) - x
+    return module(x)[0] - x
 
 
 @pytest.mark.parametrize("groups", [1, 2])
@@ -60,8 +60,8 @@ def test_csalr_with_one_landmark_per_position_equals_sa(groups):
     csalr = create_attention("csalr", 16, groups=groups, landmarks=(4, 3))
     csalr.load_state_dict(sa.state_dict())
     x = torch.randn(2, 16, 4, 3)
-    y_sa, a_sa = sa(x, return_attention=True)
-    y_lr, a_lr = csalr(x, return_attention=True)
+    y_sa, a_sa = sa(x, need_weights=True)
+    y_lr, a_lr = csalr(x, need_weights=True)
     assert torch.allclose(y_lr, y_sa, atol=1e-5)
     assert torch.allclose(a_lr, a_sa, atol=1e-5)
 
@@ -160,7 +160,7 @@ def test_dcs_passes_scale_to_its_backend(backend):
     plain = create_attention(backend, 16, scale="sqrt", groups=1, **options).eval()
     plain.load_state_dict({k: v for k, v in dcs.state_dict().items() if not k.startswith("gate.")})
     x = torch.randn(2, 16, 6, 4)
-    assert dcs.kernel.scale == "sqrt" and torch.allclose(dcs(x), plain(x), atol=1e-6)
+    assert dcs.kernel.scale == "sqrt" and torch.allclose(dcs(x)[0], plain(x)[0], atol=1e-6)
 
 
 @pytest.mark.parametrize("kernel", [CSAKernel(4), CSALRKernel(4), SAKernel(explicit=True)])
@@ -231,7 +231,7 @@ def test_sa_through_sdpa_equals_explicit_sa_with_gradients(scale, groups):
     fused = create_attention("sa", 16, groups=groups, scale=scale)
     fused.load_state_dict(explicit.state_dict())
     x = torch.randn(2, 16, 5, 3)
-    y_e, y_f = explicit(x), fused(x)
+    y_e, y_f = explicit(x)[0], fused(x)[0]
     assert torch.allclose(y_e, y_f, atol=1e-5)
     y_e.square().sum().backward()
     y_f.square().sum().backward()
@@ -353,7 +353,7 @@ def test_compressed_attention_keeps_no_n_by_m_weights_for_backward(name):
     x = torch.randn(2, 32, 8, 6, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
-        y = module(x)
+        y, _ = module(x)
     y.sum().backward()
     assert not [s for s in saved if len(s) == 3 and sorted(s[1:]) == [m, n]], saved
 
@@ -404,7 +404,7 @@ def test_sa_keeps_no_n_by_n_map_for_backward_and_holds_a_block_at_a_time(groups,
     real_softmax = torch.softmax
     monkeypatch.setattr(torch, "softmax", lambda t, *a, **kw: softmaxes.append(t.shape) or real_softmax(t, *a, **kw))
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
-        y = module(x)
+        y, _ = module(x)
     y.sum().backward()
     assert max(saved) <= 2 * 16 * n  # x and its projections; an n x n map would be items * n * n
     assert softmaxes and all(s[0] == items and s[2] == n and 4 * s[1] * s[2] <= c * n for s in softmaxes)
@@ -416,23 +416,24 @@ def test_sa_keeps_no_n_by_n_map_for_backward_and_holds_a_block_at_a_time(groups,
 def test_every_module_is_the_identity_at_initialisation(name, options, train):
     module = create_attention(name, 16, groups=2, **options).train(train)
     x = torch.randn(2, 16, 6, 4)
-    assert torch.equal(module(x), x)
+    assert torch.equal(module(x)[0], x)
 
 
 @pytest.mark.parametrize("name, options", SPECS, ids=IDS)
 def test_groups_shapes_and_attention_rows_sum_to_one(name, options):
     module = _randomized(name, groups=2, **options).eval()
     x = torch.randn(3, 16, 6, 4)
-    y, attn = module(x, return_attention=True)
+    y, attn = module(x, need_weights=True)
     assert y.shape == x.shape and attn.shape == (3, 2, 24, 24)
     assert torch.allclose(attn.sum(-1), torch.ones(3, 2, 24), atol=1e-5)
-    assert torch.allclose(module(x), y, atol=1e-5)
+    out, weights = module(x)
+    assert torch.allclose(out, y, atol=1e-5) and weights is None
 
 
 def test_non_divisible_map_uses_adaptive_landmarks():
     module = _randomized("csalr", groups=1, landmarks=(3, 2))
     x = torch.randn(2, 16, 7, 5)
-    y, attn = module(x, return_attention=True)
+    y, attn = module(x, need_weights=True)
     assert y.shape == x.shape and attn.shape == (2, 1, 35, 35)
     assert torch.allclose(attn.sum(-1), torch.ones(2, 1, 35), atol=1e-5)
     assert torch.isfinite(y).all()
@@ -517,17 +518,17 @@ def test_autocast_bf16_on_cpu_is_within_the_derived_error_bound(name, options):
         assert torch.equal(module.channel_mask(x), torch.ones_like(module.channel_mask(x)))  # Theta = 3: kept
     expected, bound = _bf16_error_bound(module, x)
     with torch.no_grad():
-        reference = module.double()(x.double())
+        reference = module.double()(x.double())[0]
         module.float()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = module(x)
+            y, _ = module(x)
     assert torch.allclose(expected, reference, atol=1e-12)  # the bound's fp64 path is the module's
     assert y.dtype == torch.float32 and torch.isfinite(y).all()
     error = (y.double() - reference).abs()
     assert (error <= 1.02 * bound).all(), float((error / bound).max())
     module.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        module(x).sum().backward()
+        module(x)[0].sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
 
 
@@ -547,7 +548,7 @@ def test_gradients_reach_the_dcs_gate_through_the_straight_through_mask(backend)
     x = torch.randn(2, 16, 6, 4)
     mask = module.channel_mask(x)
     assert set(mask.detach().unique().tolist()) <= {0.0, 1.0}  # hard in the forward pass
-    module(x).square().sum().backward()
+    module(x)[0].square().sum().backward()
     assert module.gate.weight.grad.abs().sum() > 0 and module.gate.bias.grad.abs().sum() > 0
 
 
@@ -615,8 +616,8 @@ def test_dcs_eval_is_deterministic_and_its_mask_is_theta_positive():
     mask = module.channel_mask(x)
     assert torch.equal(mask, (module.gate(x) > 0).float())
     assert 0 < mask.mean() < 1
-    assert torch.equal(module(x), module(x))
-    assert float(module.kept_ratio) == pytest.approx(float(mask.mean()))
+    assert torch.equal(module(x)[0], module(x)[0])
+    assert float(module.attend(x).dcs_kept) == pytest.approx(float(mask.mean()))
 
 
 def test_dcs_mask_gates_q_and_k_but_not_v():
@@ -629,13 +630,12 @@ def test_dcs_mask_gates_q_and_k_but_not_v():
     qk = 2 * module.qk_channels  # G = 1: the qkv conv's rows are Q, K, then V
     v = F.conv2d(x, module.qkv.weight[qk:], module.qkv.bias[qk:]).flatten(2)
     assert torch.allclose(y.flatten(2), v.mean(-1, keepdim=True).expand_as(v), atol=1e-5)
-    assert float(module.kept_ratio) == 0.0
+    assert float(module.attend(x).dcs_kept) == 0.0
 
 
 def test_dcs_initial_gate_keeps_every_channel_and_tau_is_settable():
     module = create_attention("dcs", 16, backend="csalr", landmarks=4).eval()
-    module(torch.randn(1, 16, 4, 4))
-    assert float(module.kept_ratio) == 1.0
+    assert float(module.attend(torch.randn(1, 16, 4, 4)).dcs_kept) == 1.0
     module.tau = 0.1
     assert module.tau == 0.1
     with pytest.raises(ConfigError, match=r"'tau' = 0"):
@@ -648,15 +648,30 @@ def test_deep_supervision_multiplies_the_input_with_the_attention_output_before_
         module.gamma.fill_(0.5)
     head = DeepSupervisionHead(16, num_classes=5)
     x = torch.randn(2, 16, 6, 4)
-    out, branch = module(x, return_branch=True)
-    assert torch.equal(out, module(x))
+    out, weights, branch, kept = module.attend(x)
+    assert torch.equal(out, module(x)[0]) and weights is None and kept is None
     attn_out = (out - x) / 0.5
     assert torch.allclose(branch, attn_out, atol=1e-5)
     logits = head(x, branch)
     assert torch.allclose(logits, head.fc((x * attn_out).mean(dim=(2, 3))), atol=1e-5)
-    out_map, attention_map, branch_map = module(x, return_attention=True, return_branch=True)
+    out_map, attention_map, branch_map, _ = module.attend(x, need_weights=True)
     assert torch.equal(out_map, out) and torch.equal(branch_map, branch) and attention_map.shape == (2, 2, 24, 24)
     assert not hasattr(module, "last_output")
+
+
+@pytest.mark.parametrize("name, options", SPECS, ids=IDS)
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_every_block_returns_out_and_weights_or_none_as_torch_nn_attention(name, options, need_weights):
+    """torch.nn.MultiheadAttention's contract: a pair (out, weights or None), whatever is asked, and no
+    statistic left on the module by a forward."""
+    module = _randomized(name, groups=2, **options).train()
+    before = dict(vars(module))
+    result = module(torch.randn(2, 16, 6, 4), need_weights=need_weights)
+    assert isinstance(result, tuple) and len(result) == 2
+    out, weights = result
+    assert out.shape == (2, 16, 6, 4)
+    assert (weights is None) != need_weights and (not need_weights or weights.shape == (2, 2, 24, 24))
+    assert vars(module).keys() == before.keys() and all(vars(module)[k] is v for k, v in before.items())
 
 
 def test_options_of_each_name():
@@ -692,12 +707,12 @@ def test_the_bf16_bound_rejects_a_csalr_kernel_without_the_indicator(monkeypatch
     x = torch.randn(2, 16, 6, 4)
     _, bound = _bf16_error_bound(module, x)
     with torch.no_grad():
-        reference = module.double()(x.double())
+        reference = module.double()(x.double())[0]
         module.float()
         real = csalr_module.spread_to_patches
         monkeypatch.setattr(csalr_module, "spread_to_patches", lambda t, *args, add_to=None: real(0 * t, *args,
                                                                                                       add_to=add_to))
-        wrong = module(x)
+        wrong, _ = module(x)
     assert ((wrong.double() - reference).abs() > bound).float().mean() > 0.5
 
 
@@ -755,7 +770,7 @@ def test_a_state_dict_of_the_former_qkv_layout_loads_and_computes_the_same(name,
     assert "query.weight" in state  # the caller's dict is not consumed
     x = torch.randn(2, 16, 6, 4, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(module(x), _old_layout_forward(module, state, x), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(module(x)[0], _old_layout_forward(module, state, x), rtol=1e-10, atol=1e-10)
 
 
 def test_a_model_checkpoint_of_the_former_layout_loads_under_its_prefix():

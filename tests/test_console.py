@@ -13,21 +13,21 @@ from pathlib import Path
 import pytest
 
 from dcsnas.cli import main
-from dcsnas.engine.trainer import Trainer
+from dcsnas.engine.trainer import WeightReport
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "experiments" / "cpu" / "tiny_test.yaml"
 
 
 def test_log_txt_has_startup_epochs_and_results(tiny_data, tmp_path, capsys, monkeypatch):
-    original = Trainer.log_epoch
+    original = WeightReport.log
 
-    def with_health(self, epoch, train_stats):  # a scalar another part of the loop adds: printed too
-        log = original(self, epoch, train_stats)
+    def with_health(self, epoch, train_stats, kept):  # a scalar another part of the loop adds: printed too
+        log = original(self, epoch, train_stats, kept)
         log["health/spread"] = 0.25 * (epoch + 1)
         return log
 
-    monkeypatch.setattr(Trainer, "log_epoch", with_health)
+    monkeypatch.setattr(WeightReport, "log", with_health)
     out = tmp_path / "run"
     # progress bars on (no --no-progress): stderr is no terminal here, so no bar frame may reach it
     assert main(["train", "--config", str(TINY), "--set", f"data.root={tiny_data}", "--set", "optim.epochs=2",

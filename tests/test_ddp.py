@@ -19,6 +19,7 @@ from dcsnas.config import load_config
 from dcsnas.engine.checkpoint import rng_state
 from dcsnas.engine.config import TrainConfig
 from dcsnas.engine.distributed import DistContext
+from dcsnas.engine.loop import restore_rng
 from dcsnas.engine.rundir import RunDir, create_run_dir
 from dcsnas.engine.trainer import Trainer
 
@@ -40,7 +41,7 @@ def _config(root: str) -> TrainConfig:
 
 def _first_step(trainer: Trainer, images=None, pids=None) -> dict:
     """Epoch 0 of ``trainer`` up to its first optimizer step, BatchNorm in eval mode; what it drew and did."""
-    trainer.begin_epoch(0)
+    step = trainer.begin_epoch(0)  # IB without warm-up: the step has the IB term
     drawn = [list(b) for b in trainer.train_loader.batch_sampler]
     trainer.train_model.train()
     for m in trainer.model.modules():
@@ -50,12 +51,12 @@ def _first_step(trainer: Trainer, images=None, pids=None) -> dict:
         images, pids, _, indices = next(iter(trainer.train_loader))
         assert indices.tolist() == drawn[0]
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
-    terms = trainer.train_step(images, pids, ib_on=True)
+    terms = step(images, pids).terms
     return {
         "drawn": drawn, "images": images, "pids": pids, "before": before,
         "after": {k: v.detach().clone() for k, v in trainer.model.named_parameters()},
         "grads": {k: v.grad.clone() for k, v in trainer.model.named_parameters() if v.grad is not None},
-        "ib": {k: v.clone() for k, v in trainer.ib.state_dict().items()}, "ib_term": terms["ib"].detach(),
+        "ib": {k: v.clone() for k, v in trainer.training.ib.state_dict().items()}, "ib_term": terms["ib"].detach(),
     }
 
 
@@ -135,13 +136,13 @@ def _stream_worker(rank: int, world: int, port: int, root: str, out: str) -> Non
     torch.distributed.init_process_group("gloo")
     trainer = Trainer(cfg, run, show_progress=False)
     seen = {"weights": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}}
-    train_epoch = trainer.train_epoch
+    begin = trainer.loop.begin
 
     def recording_epoch(epoch):
         seen.setdefault("rng", torch.get_rng_state())
-        return train_epoch(epoch)
+        return begin(epoch)
 
-    trainer.train_epoch = recording_epoch
+    trainer.loop.begin = recording_epoch
     trainer.fit()
     torch.save(seen, Path(out) / f"stream{rank}.pt")
     torch.distributed.destroy_process_group()
@@ -165,8 +166,8 @@ def test_ddp_ranks_start_alike_and_draw_their_own_random_streams(tiny_data, tmp_
                                           "eval.every=0", "eval.before_training=false"])
     single = Trainer(cfg, create_run_dir(tmp_path / "single", "train", cfg), show_progress=False)
     seen = {}
-    train_epoch = single.train_epoch
-    single.train_epoch = lambda epoch: (seen.setdefault("rng", torch.get_rng_state()), train_epoch(epoch))[1]
+    begin = single.loop.begin
+    single.loop.begin = lambda epoch: (seen.setdefault("rng", torch.get_rng_state()), begin(epoch))[1]
     single.fit()
     assert torch.equal(seen["rng"], ranks[0]["rng"])
 
@@ -179,12 +180,10 @@ def test_resume_gives_every_rank_its_own_saved_random_state():
     ckpt = {"rng": states[0], "rng_ranks": states}
     for rank in (0, 1):
         torch.manual_seed(99)
-        fake = SimpleNamespace(dist=DistContext(rank, 2, rank), cfg=SimpleNamespace(seed=0), start_epoch=1)
-        Trainer._restore_rng(fake, ckpt)
+        restore_rng(ckpt, SimpleNamespace(dist=DistContext(rank, 2, rank)), seed=0, start_epoch=1)
         assert torch.equal(torch.get_rng_state(), states[rank]["torch"])
     # another number of processes: rank 0 continues its saved stream, rank 1 gets a fresh one of its own
     for rank in (0, 1):
-        fake = SimpleNamespace(dist=DistContext(rank, 3, rank), cfg=SimpleNamespace(seed=0), start_epoch=1)
         with pytest.warns(UserWarning, match="random states of 2") if rank == 0 else contextlib.nullcontext():
-            Trainer._restore_rng(fake, ckpt)
+            restore_rng(ckpt, SimpleNamespace(dist=DistContext(rank, 3, rank)), seed=0, start_epoch=1)
         assert torch.equal(torch.get_rng_state(), states[0]["torch"]) == (rank == 0)

@@ -120,6 +120,23 @@ def test_create_model_by_name_equals_the_model_of_the_config():
         create_model(ModelConfig(backbone="mobilenetv2"), 5, width_mult=0.5)
 
 
+def test_training_outputs_carry_each_dcs_attentions_kept_ratio_by_stage():
+    """The gate of stage2's DCS keeps its first quarter of query/key channels for sure (logits +100 against
+    Gumbel noise of scale 1) and drops the rest (-100): the outputs say 1/4 for stage2; stage3's keeps all."""
+    model = create_model("mobilenetv2", 5, width_mult=0.5, attention=[
+        {"stage": "stage2", "name": "dcs", "options": {"backend": "sa", "qk_ratio": 2}},
+        {"stage": "stage3", "name": "dcs", "options": {"backend": "sa", "qk_ratio": 2}}])
+    gate = model.attentions["stage2"].gate
+    with torch.no_grad():
+        gate.weight.zero_()
+        gate.bias.fill_(-100.0)
+        gate.bias[:gate.bias.numel() // 4] = 100.0
+        model.attentions["stage3"].gate.bias.fill_(100.0)
+    out = model.train()(torch.randn(2, 3, 64, 32))
+    assert set(out["dcs_kept"]) == {"stage2", "stage3"}
+    assert float(out["dcs_kept"]["stage2"]) == 0.25 and float(out["dcs_kept"]["stage3"]) == 1.0
+
+
 def test_the_train_and_eval_contract():
     """Training mode: the dict of logits (one per classifier), features and the embedding for the losses,
     deep-supervision logits and the pooled map; evaluation mode: the test embedding;
@@ -130,7 +147,8 @@ def test_the_train_and_eval_contract():
     model.train()
     torch.manual_seed(0)
     out = model(x)
-    assert set(out) == {"logits", "features", "embedding", "aux_logits", "pooled"}
+    assert set(out) == {"logits", "features", "embedding", "aux_logits", "pooled", "dcs_kept"}
+    assert out["dcs_kept"] == {}  # no DCS attention
     assert out["embedding"].shape == (3, model.embedding_dim)
     assert [logits.shape for logits in out["logits"]] == [(3, 5)]
     assert [logits.shape for logits in out["aux_logits"]] == [(3, 5)]

@@ -168,9 +168,9 @@ def test_a_stale_lock_is_taken_over_with_a_warning(tiny_data, tmp_path, capsys):
 def _interrupt_second_write(monkeypatch, epoch: int) -> list:
     """Raise KeyboardInterrupt at the second checkpoint write of epoch ``epoch`` (0-based); returns the
     list of the paths written in that epoch."""
-    import dcsnas.engine.trainer as trainer
+    import dcsnas.engine.loop as loop
 
-    original, writes = trainer.save_checkpoint, []
+    original, writes = loop.save_checkpoint, []
 
     def save(path, **state):
         if state["epoch"] == epoch:
@@ -179,7 +179,7 @@ def _interrupt_second_write(monkeypatch, epoch: int) -> list:
                 raise KeyboardInterrupt
         original(path, **state)
 
-    monkeypatch.setattr(trainer, "save_checkpoint", save)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
     return writes
 
 
@@ -192,7 +192,7 @@ def test_kill_between_the_two_checkpoint_writes_then_resume_gives_a_valid_best(t
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg, run, show_progress=False).fit()
     assert len(writes) == 2
-    monkeypatch.setattr("dcsnas.engine.trainer.save_checkpoint", save_checkpoint)
+    monkeypatch.setattr("dcsnas.engine.loop.save_checkpoint", save_checkpoint)
     resumed = Trainer(cfg, open_run_dir(run.path), show_progress=False)
     resumed.resume()
     resumed.fit()
@@ -266,7 +266,7 @@ def test_threads_key_sets_the_cpu_threads(tiny_data, tmp_path):
     cfg = tiny_config(tiny_data, "threads=2")
     try:
         trainer = Trainer(cfg, create_run_dir(tmp_path / "run", "train", cfg), show_progress=False)
-        assert torch.get_num_threads() == 2 and trainer.state(0)["threads"] == 2
+        assert torch.get_num_threads() == 2 and trainer.loop.state(0)["threads"] == 2
     finally:
         torch.set_num_threads(threads)
 

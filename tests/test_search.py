@@ -86,23 +86,22 @@ def test_hinge_holds_the_derived_flops_at_the_target(tiny_data, tmp_path):
     assert abs(first / target - 1) > 0.10  # the argmax at the start is elsewhere: the hinge moved it
 
 
-def test_search_resume_continues_exactly(tiny_data, tmp_path, monkeypatch):
+def test_search_resume_continues_exactly(tiny_data, tmp_path):
     cfg = search_config(tiny_data)
     straight = Searcher(cfg, create_run_dir(tmp_path / "a", "search", cfg), show_progress=False)
     straight.fit()
 
     interrupted = Searcher(cfg, create_run_dir(tmp_path / "b", "search", cfg), show_progress=False)
-    original = Searcher.train_epoch
+    original = interrupted.loop.begin
 
-    def killed_in_last_epoch(self, epoch):
+    def killed_in_last_epoch(epoch):
         if epoch == 3:
             raise KeyboardInterrupt
-        return original(self, epoch)
+        return original(epoch)
 
-    monkeypatch.setattr(Searcher, "train_epoch", killed_in_last_epoch)
+    interrupted.loop.begin = killed_in_last_epoch
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
-    monkeypatch.setattr(Searcher, "train_epoch", original)
     resumed = Searcher(cfg, open_run_dir(tmp_path / "b"), show_progress=False)
     resumed.resume()
     assert resumed.start_epoch == 3
@@ -118,14 +117,15 @@ def test_search_resume_continues_exactly(tiny_data, tmp_path, monkeypatch):
 def test_arch_step_has_its_own_scaler_and_computes_gradients_for_alpha_only(tiny_data, tmp_path):
     cfg = search_config(tiny_data)
     searcher = Searcher(cfg, create_run_dir(tmp_path / "run", "search", cfg), show_progress=False)
-    assert searcher.arch_scaler is not searcher.scaler
+    assert searcher.arch_scaler is not searcher.training.updates.scaler
     model = searcher.model.train()
     weights = {n: p.detach().clone() for n, p in model.weight_modules().named_parameters()}
     alphas = {k: a.detach().clone() for k, a in model.arch.alphas.items()}
     images, pids, _, _ = next(iter(searcher.arch_loader))
     searcher.arch_step(images, pids, ib_on=False)
     # no weight gradient was computed or stored, and no weight moved
-    assert all(p.grad is None for p in [*model.weight_modules().parameters(), *searcher.criterion.parameters()])
+    assert all(p.grad is None for p in [*model.weight_modules().parameters(),
+                                        *searcher.training.criterion.parameters()])
     assert all(torch.equal(p, weights[n]) for n, p in model.weight_modules().named_parameters())
     # α took Adam's first step: −lr · sign(g + weight_decay · α) where the gradient is not tiny
     moved = 0
@@ -181,9 +181,9 @@ def test_a_run_directory_keeps_its_search_space(tiny_data, tmp_path):
 def test_identity_disjoint_search_uses_metric_losses_only(tiny_data, tmp_path):
     cfg = search_config(tiny_data, "search.split=identity_disjoint", "optim.epochs=2")
     searcher = Searcher(cfg, create_run_dir(tmp_path / "run", "search", cfg), show_progress=False)
-    original_pid = {r.path: r.pid for r in searcher.dataset.train}
-    assert not {original_pid[r.path] for r in searcher.train_records} & {original_pid[r.path]
-                                                                          for r in searcher.arch_records}
+    original_pid = {r.path: r.pid for r in searcher.data.dataset.train}
+    assert not {original_pid[r.path] for r in searcher.data.train_records} & {original_pid[r.path]
+                                                                               for r in searcher.arch_records}
     stats = searcher.fit()["history"][-1]["train"]
     assert "arch_step/triplet" in stats and "arch_step/ce" not in stats and "ce" in stats
 

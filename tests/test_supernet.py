@@ -167,7 +167,12 @@ def test_supernet_path_computes_the_derived_network(faithful, tmp_path, case):
             attention = child.attentions["s2"]
             assert attention.gamma.item() == 0.7
             if "dcs" in case:
-                assert 0.2 < float(attention.kept_ratio) < 0.8
+                h = x
+                for name, stage in child.backbone.stages.items():  # the attention's input: s2's output
+                    h = stage(h)
+                    if name == "s2":
+                        break
+                assert 0.2 < float(attention.attend(h).dcs_kept) < 0.8
         with supernet.fixed_architecture(indices):
             torch.testing.assert_close(supernet.forward_features(x), expected, rtol=1e-9, atol=1e-9)
             torch.testing.assert_close(supernet(x), child(x), rtol=1e-9, atol=1e-9)

@@ -44,7 +44,7 @@ def test_train_writes_run_directory(tiny_data, tmp_path, capsys):
 
 # without workers, exact resume is also checked by tests/test_search.py::test_search_resume_continues_exactly
 @pytest.mark.parametrize("workers", [pytest.param(0, marks=pytest.mark.slow), 2])
-def test_resume_after_interruption_gives_the_same_weights(tiny_data, tmp_path, monkeypatch, workers):
+def test_resume_after_interruption_gives_the_same_weights(tiny_data, tmp_path, workers):
     """A run killed at epoch 2 and resumed ends bit-identical on CPU to an uninterrupted one, with data-loader
     workers too (their random streams are a function of seed, epoch and worker id)."""
     cfg = tiny_config(tiny_data, "optim.epochs=2", f"data.num_workers={workers}")
@@ -52,17 +52,16 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_data, tmp_path, m
     straight.fit()
 
     interrupted = Trainer(cfg, create_run_dir(tmp_path / "b", "train", cfg), show_progress=False)
-    original = Trainer.train_epoch
+    original = interrupted.loop.begin
 
-    def killed_at_epoch_2(self, epoch):
+    def killed_at_epoch_2(epoch):
         if epoch == 1:
             raise KeyboardInterrupt
-        return original(self, epoch)
+        return original(epoch)
 
-    monkeypatch.setattr(Trainer, "train_epoch", killed_at_epoch_2)
+    interrupted.loop.begin = killed_at_epoch_2
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
-    monkeypatch.setattr(Trainer, "train_epoch", original)
     resumed = Trainer(cfg, open_run_dir(tmp_path / "b"), show_progress=False)
     resumed.resume()
     assert resumed.start_epoch == 1

@@ -34,7 +34,7 @@ import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -142,16 +142,33 @@ class AttentionKernel(nn.Module, ABC):
         per group, on a map of ``size`` = (H, W)."""
 
 
+class Attended(NamedTuple):
+    """Everything an :class:`AttentionBlock` computes on ``x`` [B, C, H, W] (:meth:`AttentionBlock.attend`)."""
+
+    out: Tensor
+    """x + gamma * branch, [B, C, H, W]."""
+    weights: Tensor | None
+    """The attention map [B, G, n, n] when asked for, else ``None``."""
+    branch: Tensor
+    """fuse(attend(Q, K, V)), the attention output before gamma and the residual, [B, C, H, W] (the input of a
+    deep-supervision head, seed 001 §3.3)."""
+    dcs_kept: Tensor | None
+    """DCS blocks: the fraction of query/key channels the gate kept (0-dim); ``None`` for the others."""
+
+
 class AttentionBlock(nn.Module):
     """Gated residual attention block on [B, C, H, W].
+
+    ``forward(x, need_weights=None)`` returns ``(out, weights)`` as :class:`torch.nn.MultiheadAttention`
+    does: ``out`` [B, C, H, W] and the map [B, G, n, n], or ``None`` unless asked for. A network that needs
+    more of the block (the branch of deep supervision, DCS statistics) calls :meth:`attend`.
 
     Args:
         channels: C, input and output channels.
         kernel: the attention core.
         groups: G channel groups (heads), attended independently and fused by a 1x1 conv.
         qk_ratio: C' = C / qk_ratio query/key channels (C'/G per group, at least 1).
-        return_attention: ``forward`` returns ``(y, A)`` with ``A`` [B, G, n, n] (visualisation only: it
-            materialises the n x n map).
+        return_attention: the default of ``need_weights`` (visualisation only: it materialises the n x n map).
     """
 
     def __init__(
@@ -198,21 +215,29 @@ class AttentionBlock(nn.Module):
         qk = self.qk_channels // g
         return qkv.split((qk, qk, channels // g), dim=1)  # one gradient buffer for the three, not three
 
-    def forward(self, x: Tensor, return_attention: bool | None = None, return_branch: bool = False):
-        """``x`` [B, C, H, W] -> ``out`` = x + gamma * branch [B, C, H, W], where branch = fuse(attend(Q, K, V))
-        is the attention output before gamma and the residual.
+    def select_channels(self, x: Tensor, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Q and K [B*G, C'/G, n] as the kernel gets them, and the fraction of their channels kept (0-dim;
+        ``None``: no selection). The base block keeps them all; DCS gates them."""
+        return q, k, None
 
-        Returns ``out``, or a tuple ``(out, A)`` with ``return_attention`` (the map [B, G, n, n]),
-        ``(out, branch)`` with ``return_branch`` (for a deep-supervision head, seed 001 §3.3), or
-        ``(out, A, branch)`` with both.
-        """
-        need_weights = self.return_attention if return_attention is None else return_attention
+    def attend(self, x: Tensor, need_weights: bool | None = None) -> Attended:
+        """``x`` [B, C, H, W] -> :class:`Attended`; ``need_weights`` (``None``: ``return_attention``) asks for
+        the map."""
+        need_weights = self.return_attention if need_weights is None else need_weights
         batch, channels, height, width = x.shape
-        y, attn = self.kernel(*self.project(x), (height, width), need_weights)  # Q, K, V freed on return
+        q, k, v = self.project(x)
+        q, k, kept = self.select_channels(x, q, k)
+        y, attn = self.kernel(q, k, v, (height, width), need_weights)
+        del q, k, v  # freed before the fusion conv
         y = self.fuse(y.reshape(batch, channels, height, width))
-        out = torch.addcmul(x, self.gamma, y)
-        extras = ((attn.unflatten(0, (batch, self.groups)),) if need_weights else ()) + ((y,) if return_branch else ())
-        return (out, *extras) if extras else out
+        weights = attn.unflatten(0, (batch, self.groups)) if need_weights else None
+        return Attended(torch.addcmul(x, self.gamma, y), weights, y, kept)
+
+    def forward(self, x: Tensor, need_weights: bool | None = None) -> tuple[Tensor, Tensor | None]:
+        """``x`` [B, C, H, W] -> ``(out, weights)``: out = x + gamma * fuse(attend(Q, K, V)) [B, C, H, W], and
+        the map [B, G, n, n] when ``need_weights`` (``None``: ``return_attention``), else ``None``."""
+        attended = self.attend(x, need_weights)
+        return attended.out, attended.weights
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:

@@ -17,8 +17,6 @@ gradients (dTheta/dW = x).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
@@ -46,7 +44,8 @@ class DCSAttention(AttentionBlock):
         **backend_options: options of the backend kernel: ``scale`` (all), ``explicit`` (SA), ``landmarks``
             (CSA, CSALR).
 
-    After each forward, ``kept_ratio`` holds the fraction of kept query/key channels (a 0-dim tensor).
+    :meth:`~dcsnas.attention.base.AttentionBlock.attend` returns the fraction of kept query/key channels as
+    ``dcs_kept``.
     """
 
     def __init__(
@@ -72,7 +71,6 @@ class DCSAttention(AttentionBlock):
         self.gate = nn.Conv2d(channels, self.qk_channels, 1)
         nn.init.zeros_(self.gate.weight)
         nn.init.constant_(self.gate.bias, gate_bias)
-        self.kept_ratio: Optional[Tensor] = None
 
     @property
     def tau(self) -> float:
@@ -96,12 +94,12 @@ class DCSAttention(AttentionBlock):
         hard = (soft > 0.5).float()
         return hard + (soft - soft.detach())  # exactly 0/1 forward, d(soft) backward
 
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        q, k, v = super().project(x)
+    def select_channels(self, x: Tensor, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Q and K times the channel mask M of ``x``, and M's mean (the kept fraction, 0-dim)."""
         mask = self.channel_mask(x)
-        self.kept_ratio = mask.detach().mean()
+        kept = mask.detach().mean()
         mask = mask.to(q.dtype).reshape(q.shape)
-        return q * mask, k * mask, v
+        return q * mask, k * mask, kept
 
     def flops(self, input_shape) -> int:
         """:meth:`AttentionBlock.flops` plus the gate conv, 2 B n C C' (the masking is elementwise: free)."""

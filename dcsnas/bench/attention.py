@@ -219,7 +219,7 @@ def attention_maps(features: torch.Tensor, name: str, landmarks: Optional[int], 
     module = create_attention(name, channels, **options)
     module.load_state_dict(weights)
     with torch.no_grad():
-        return module(features, return_attention=True)[1][:, 0]
+        return module(features, need_weights=True)[1][:, 0]
 
 
 def approximation_errors(features: torch.Tensor, counts, qk_gains=QK_GAINS) -> list[dict[str, Any]]:

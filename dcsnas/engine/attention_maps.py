@@ -8,8 +8,8 @@ For each attention module (by the stage it follows) on a batch of images:
 - ``kept`` [B, h, w] (DCS modules only): the fraction of query/key channels the DCS gate keeps at each
   position (its eval-mode mask M = 1[gate logit > 0]).
 
-The modules' inputs are caught by forward pre-hooks during one eval-mode forward; each module is then called
-again on its input with ``return_attention=True``.
+The modules' inputs (the outputs of the backbone stages they follow) are caught by forward hooks during one
+eval-mode forward; each module is then called again on its input with ``need_weights=True``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ def attention_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, dict[
     """Stage name → ``{"received": [B, h, w]}`` (+ ``"kept"`` for DCS) of ``model``'s attention modules on
     ``images`` [B, 3, H, W] (normalised like the test transform); the model's mode is restored."""
     inputs: dict[str, torch.Tensor] = {}
-    hooks = [module.register_forward_pre_hook(lambda m, args, name=name: inputs.__setitem__(name, args[0]))
-             for name, module in model.attentions.items()]
+    stages = model.backbone.stages
+    hooks = [stages[name].register_forward_hook(lambda m, args, out, name=name: inputs.__setitem__(name, out))
+             for name in model.attentions]
     was_training = model.training
     try:
         model.eval()
@@ -41,7 +42,7 @@ def attention_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, dict[
     for name, module in model.attentions.items():
         x = inputs[name].float()
         batch, _, height, width = x.shape
-        _, attn = module(x, return_attention=True)
+        _, attn = module(x, need_weights=True)
         maps = {"received": attn.float().mean(dim=(1, 2)).reshape(batch, height, width)}
         if isinstance(module, DCSAttention):
             maps["kept"] = module.channel_mask(x).float().mean(dim=1)

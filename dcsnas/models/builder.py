@@ -5,8 +5,9 @@ and a head. ``create_model(cfg, num_classes)`` builds it from the ``model`` conf
 Contract: ``forward_features(x)`` -> the final map ``Tensor[B, C, h, w]``; ``forward_head(fmap)`` -> the
 head's output (:mod:`dcsnas.models.heads`); ``forward(x)`` (torchreid style) -> in training mode the dict
 the losses read: the head's ``logits`` (list) and ``features``, plus ``aux_logits`` (one logits tensor per
-deep-supervision branch) and ``pooled`` (the final map's global average ``[B, C]``, the features of the
-Information-Bottleneck bound); in evaluation mode the test embedding ``Tensor[B, embedding_dim]``.
+deep-supervision branch), ``pooled`` (the final map's global average ``[B, C]``, the features of the
+Information-Bottleneck bound) and ``dcs_kept`` (stage name → the kept-channel ratio of its DCS attention,
+0-dim); in evaluation mode the test embedding ``Tensor[B, embedding_dim]``.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from dcsnas.models.searched import build_searched_backbone
 from dcsnas.utils.flops import count_inference_params
 
 # Options of the attention modules that a model config may not set: ``return_attention`` makes a module
-# return (output, map), which a network cannot chain (the maps are read by calling the module with
-# ``return_attention=True``, e.g. ``dcsnas bench``).
+# materialise its n x n map on every forward (the maps are read by calling the module with
+# ``need_weights=True``, e.g. ``dcsnas bench``).
 RESERVED_ATTENTION_OPTIONS = {
-    "return_attention": "a model's attention returns its output only; call the module with return_attention=True "
-                        "to read the maps",
+    "return_attention": "a model's attention computes no map; call the module with need_weights=True to read "
+                        "the maps",
 }
 
 
@@ -83,30 +84,32 @@ class ReIDModel(nn.Module):
         return self.head.embedding_dim
 
     def _run(self, x: torch.Tensor, weights: Optional[dict[str, torch.Tensor]] = None,
-             single_path: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The final map and, in training, the deep-supervision logits; ``weights`` and ``single_path`` go to
-        the mixed slots (:class:`~dcsnas.models.blocks.Mixed`)."""
-        aux = []
+             single_path: bool = False) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
+        """The final map; in training the deep-supervision logits; the DCS modules' kept ratios by stage.
+        ``weights`` and ``single_path`` go to the mixed slots (:class:`~dcsnas.models.blocks.Mixed`)."""
+        aux, kept = [], {}
         for name, stage in self.backbone.stages.items():
             x = stage(x, weights, single_path) if isinstance(stage, Mixed) else stage(x)
             if name in self.attentions:
                 attention = self.attentions[name]
                 if isinstance(attention, Mixed):
                     x = attention(x, weights, single_path)
-                elif self.training and name in self.deep_supervision:
-                    x_in = x
-                    x, branch = attention(x, return_branch=True)
-                    aux.append(self.deep_supervision[name](x_in, branch))
-                else:
-                    x = attention(x)
-        return x, aux
+                    continue
+                attended = attention.attend(x)
+                if self.training and name in self.deep_supervision:
+                    aux.append(self.deep_supervision[name](x, attended.branch))
+                if attended.dcs_kept is not None:
+                    kept[name] = attended.dcs_kept
+                x = attended.out
+        return x, aux, kept
 
-    def _outputs(self, fmap: torch.Tensor, aux: list[torch.Tensor]):
-        """The head's output on ``fmap``; in training with ``aux_logits`` and ``pooled`` added."""
+    def _outputs(self, fmap: torch.Tensor, aux: list[torch.Tensor], kept: dict[str, torch.Tensor] | None = None):
+        """The head's output on ``fmap``; in training with ``aux_logits``, ``pooled`` and ``dcs_kept`` added."""
         out = self.head(fmap)
         if self.training:
             out["aux_logits"] = aux
             out["pooled"] = fmap.mean(dim=(2, 3))
+            out["dcs_kept"] = kept or {}
         return out
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +121,7 @@ class ReIDModel(nn.Module):
         return self.head(fmap)
 
     def forward(self, x: torch.Tensor):
-        """Training mode: ``{"logits", "features", "embedding", "aux_logits", "pooled"}``; evaluation:
+        """Training mode: ``{"logits", "features", "embedding", "aux_logits", "pooled", "dcs_kept"}``; evaluation:
         ``[B, embedding_dim]``."""
         return self._outputs(*self._run(x))
 

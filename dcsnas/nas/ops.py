@@ -233,7 +233,7 @@ class AttentionAtWidths(nn.Module):
 
     def forward(self, x: Tensor, w: Tensor | None, single_path: bool) -> Tensor:
         def run(i: int) -> Tensor:
-            return self.at[i](x[:, :self.widths[i]])
+            return self.at[i](x[:, :self.widths[i]])[0]
 
         if len(self.widths) == 1:
             return run(0)

@@ -8,14 +8,16 @@ with the cost term of :class:`~dcsnas.nas.cost.CostLoss`, + IB, on an architectu
 architecture step has its own GradScaler and differentiates with respect to α only
 (``torch.autograd.grad``): no weight gradient is computed, and the weights' ``.grad`` are left alone.
 
-:class:`Searcher` is the training engine (:class:`~dcsnas.engine.trainer.Trainer`) with the supernet as
-its model: it inherits the epoch loop, the DCS temperature schedule, the IB refresh, evaluation (of the
+:class:`Searcher` composes the engine's pieces (:mod:`dcsnas.engine.steps`, :mod:`dcsnas.engine.trainer`)
+around the supernet and hands them to the engine's loop (:class:`~dcsnas.engine.loop.Loop`), with the step
+of :func:`dcs_step`: the loop's epochs, the DCS temperature schedule, the IB refresh, evaluation (of the
 current argmax architecture, with the shared weights, after re-estimating the BatchNorm statistics of that
-path on ``search.bn_recalibration_batches`` weight-split batches; the IB refresh too), atomic checkpoints and exact
-``--resume``. :meth:`Searcher.evaluate_architecture` evaluates any architecture of the space that way. Each
-epoch TensorBoard gets every loss term of both steps, τ, the mean entropy of the choices, the argmax
-architecture's FLOPs and parameters, the expected FLOPs, a heat map of the choice probabilities and the
-argmax architecture as text. At the end ``arch.json`` is written into the run directory.
+path on ``search.bn_recalibration_batches`` weight-split batches; the IB refresh too), atomic checkpoints
+and exact ``--resume`` are the engine's. :meth:`Searcher.evaluate_architecture` evaluates any architecture
+of the space that way. Each epoch TensorBoard gets every loss term of both steps, τ, the mean entropy of
+the choices, the argmax architecture's FLOPs and parameters, the expected FLOPs, a heat map of the choice
+probabilities and the argmax architecture as text (:class:`SearchReport`). At the end ``arch.json`` is
+written into the run directory.
 
 **DDP** (``torchrun --nproc_per_node N -m dcsnas.cli search …``, gloo on CPU, nccl on CUDA, multi-node with
 torchrun's usual ``--nnodes``/``--rdzv-*`` options): every rank holds the same supernet, α, optimizers and
@@ -54,18 +56,30 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from dcsnas.attention import DCSAttention
 from dcsnas.config import config_hash, read_yaml
 from dcsnas.data.loaders import build_train_loader
-from dcsnas.engine.checkpoint import load_checkpoint
-from dcsnas.engine.distributed import all_reduce_mean, average_gradients, barrier, broadcast_object, broadcast_tensors
+from dcsnas.engine.console import LOG_FILE, Console
+from dcsnas.engine.distributed import average_gradients, barrier, broadcast_object, broadcast_tensors
+from dcsnas.engine.health import HealthMonitor
+from dcsnas.engine.logging import RunLogger
+from dcsnas.engine.loop import Loop
 from dcsnas.engine.rundir import RunDir
-from dcsnas.engine.trainer import Trainer
+from dcsnas.engine.steps import Step, StepResult, begin_weight_epoch, loss_terms, weight_step
+from dcsnas.engine.trainer import (
+    LoopHandle,
+    ReIDData,
+    WeightReport,
+    WeightTraining,
+    open_runtime,
+    pk_loader,
+    prepare_model,
+    wrap_ddp,
+)
 from dcsnas.errors import ConfigError
 from dcsnas.losses.criterion import ReIDCriterion
 from dcsnas.models.arch import Arch, write_arch
@@ -79,7 +93,6 @@ from dcsnas.nas.space import SearchSpace, load_space, parse_space
 from dcsnas.nas.split import split_for_search
 from dcsnas.nas.supernet import SuperNet
 from dcsnas.utils.io import atomic_write_text
-from dcsnas.utils.progress import progress
 
 COST_FILE = "cost_table.pt"
 ALPHA_DIR = "alpha"  # the heat maps of softmax(α), one PNG per epoch
@@ -111,62 +124,78 @@ class WeightModules(nn.Module):
         return self._supernet[0](images)
 
 
-class Searcher(Trainer):
-    """Searches ``cfg.search.space`` into the run directory ``run``; ``fit()`` returns the metrics and
-    writes ``arch.json``. One process, or DDP under ``torchrun`` (module docstring).
+class GeneratorState:
+    """A generator as a checkpoint entry (``state_dict``: its state tensor)."""
 
-    ``__init__`` builds what ``Trainer.__init__`` builds, with the supernet as the model and the two splits,
-    and sets every attribute the inherited methods read (``tests/test_search.py`` checks the list).
-    """
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
 
-    train_split_name = "weight split of the search"
-    title = "search"
+    def state_dict(self) -> torch.Tensor:
+        return self.generator.get_state()
 
-    def __init__(self, cfg: SearchConfig, run: RunDir, show_progress: bool = True):
+    def load_state_dict(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+
+class Searcher(LoopHandle):
+    """Searches ``cfg.search.space`` into the run directory ``run``; ``fit()`` (after ``resume()`` for
+    ``--resume``) returns the metrics and writes ``arch.json``. One process, or DDP under ``torchrun``
+    (module docstring). The collaborators are built here, in the order of a seed's random draws, and the
+    engine's loop (:class:`~dcsnas.engine.loop.Loop`) gets them with the epoch's step, which
+    ``strategy(searcher, epoch)`` makes (default :func:`dcs_step`; docs/architecture.md, "Add a search
+    strategy")."""
+
+    def __init__(self, cfg: SearchConfig, run: RunDir, show_progress: bool = True,
+                 strategy: Callable[[Searcher, int], Step] | None = None):
         nas = cfg.search
         self.cfg, self.run = cfg, run
+        self.strategy = strategy or dcs_step
         self.space = load_space(nas.space)
-        super().__init__(cfg, run, show_progress)  # under torchrun: after the rendezvous, rank 0 holds the lock
+        self.rt = rt = open_runtime(cfg, run, show_progress)  # under torchrun: after the rendezvous
+        data = ReIDData.load(cfg)
+        # the weights train on the weight split, α on the architecture split
+        weight_split, self.arch_records = split_for_search(data.train_records, nas.arch_fraction, nas.split, cfg.seed)
+        self.data = replace(data, train_records=weight_split, num_classes=len({r.pid for r in weight_split}))
+        num_classes = self.data.num_classes
+        self.model = prepare_model(SuperNet(self.space, num_classes, cfg.head, nas.mode, nas.tau_start), cfg, rt)
+        self.training = WeightTraining(cfg, self.model, self.model.weight_modules(), num_classes, rt)
+        # DDP over the weight modules only (α is no DDP parameter); unused parameters: hard mode's single path
+        self.train_model = wrap_ddp(WeightModules(self.model), rt, nas.mode == "hard" or cfg.head == "pcb"
+                                    or bool(cfg.loss.ib_weight))
+        self.train_loader = pk_loader(weight_split, self.data.train_transform, cfg, cfg.seed,
+                                      "weight split of the search", rt.dist)
+        self.logger = RunLogger(run.tensorboard, enabled=rt.dist.is_main)
+        self.console = Console(run.path / LOG_FILE, enabled=rt.dist.is_main)
         self._keep_space_copy(Path(nas.space))
         self.costs = self._cost_table()
         self.cost_loss = CostLoss(nas.cost, self.costs)
-        generator = torch.Generator(self.device)
+        generator = torch.Generator(rt.device)
         generator.manual_seed(cfg.seed + 3)  # the loaders use seed, seed + 1, seed + 2
         self.model.arch.generator = generator
         # every rank starts from rank 0's α (DDP broadcasts the weights)
         self.model.arch.load_state_dict(broadcast_tensors(
-            self.model.arch.state_dict() if self.dist.is_main else None, self.dist, self.device))
-        self.arch_criterion = self.criterion if nas.split == "per_identity" else ReIDCriterion(
-            replace(cfg.loss, ce_weight=0.0, center_weight=0.0), self.num_classes, self.model.embedding_dim)
+            self.model.arch.state_dict() if rt.dist.is_main else None, rt.dist, rt.device))
+        self.arch_criterion = self.training.criterion if nas.split == "per_identity" else ReIDCriterion(
+            replace(cfg.loss, ce_weight=0.0, center_weight=0.0), num_classes, self.model.embedding_dim)
         self.arch_optimizer = torch.optim.Adam(self.model.arch.parameters(), lr=nas.arch_lr, betas=(0.5, 0.999),
                                                weight_decay=nas.arch_weight_decay)
-        self.arch_scaler = torch.amp.GradScaler(self.device.type, enabled=self.scaler.is_enabled())
-        self.arch_loader = self.build_loader(self.arch_records, cfg.seed + 1, "architecture split of the search")
+        self.arch_scaler = torch.amp.GradScaler(rt.device.type, enabled=self.training.updates.scaler.is_enabled())
+        self.arch_loader = pk_loader(self.arch_records, self.data.train_transform, cfg, cfg.seed + 1,
+                                     "architecture split of the search", rt.dist)
         # the same batches on every rank (not sharded): every rank re-estimates the same statistics
-        self.recalibration_loader = (build_train_loader(self.train_records, self.train_transform, cfg.data.p,
+        self.recalibration_loader = (build_train_loader(weight_split, self.data.train_transform, cfg.data.p,
                                                         cfg.data.k, cfg.data.num_workers, cfg.seed + 2)
                                      if nas.bn_recalibration_batches > 0 else None)
-
-    def wrap_ddp(self) -> nn.Module:
-        """DDP over :class:`WeightModules`; ``find_unused_parameters`` for hard mode's single path (and, as in
-        the engine, for PCB and the IB term)."""
-        cfg = self.cfg
-        return nn.parallel.DistributedDataParallel(
-            WeightModules(self.model), device_ids=[self.device.index] if self.cuda else None,
-            find_unused_parameters=cfg.search.mode == "hard" or cfg.head == "pcb" or bool(cfg.loss.ib_weight))
-
-    def training_records(self, train: list) -> list:
-        """The weight split; the architecture split goes to ``arch_records``."""
-        weight_split, self.arch_records = split_for_search(train, self.cfg.search.arch_fraction,
-                                                           self.cfg.search.split, self.cfg.seed)
-        return weight_split
-
-    def build_model(self) -> SuperNet:
-        nas = self.cfg.search
-        return SuperNet(self.space, self.num_classes, self.cfg.head, nas.mode, nas.tau_start)
-
-    def weights(self):
-        return self.model.weight_modules()
+        self.loop = Loop(
+            cfg=cfg, run=run, rt=rt, model=self.model, loader=self.train_loader, begin=self.begin_epoch,
+            scheduler=self.training.scheduler, evaluate=self.evaluate,
+            report=SearchReport(self, WeightReport(self.logger, self.model, self.training.optimizer)),
+            states={**self.training.states(), "arch_optimizer": self.arch_optimizer, "arch_scaler": self.arch_scaler,
+                    "arch_rng": GeneratorState(generator)},
+            logger=self.logger, console=self.console,
+            health=HealthMonitor.for_run(cfg.optim.epochs, cfg.optim.warmup_epochs), title="search",
+            summary=self.model_summary, dataset=self.data.dataset, num_classes=num_classes,
+            validation=self.data.val_split is not None, finish=self.finish, step_title="search")
 
     def _keep_space_copy(self, source: Path) -> None:
         """Copy the space file into the run directory (``derive`` reads it there; rank 0 writes it); a run
@@ -190,40 +219,37 @@ class Searcher(Trainer):
                                      self.run.path / COST_FILE)
         return broadcast_object(costs, self.dist)
 
-    # ----------------------------------------------------------------------------------------- state
-    def state(self, epoch: int) -> dict[str, Any]:
-        return {**super().state(epoch), "arch_optimizer": self.arch_optimizer.state_dict(),
-                "arch_scaler": self.arch_scaler.state_dict(), "arch_rng": self.model.arch.generator.get_state()}
-
-    def resume(self) -> None:
-        super().resume()
-        ckpt = load_checkpoint(self.run.checkpoints / "last.pt")
-        self.arch_optimizer.load_state_dict(ckpt["arch_optimizer"])
-        if "arch_scaler" in ckpt:  # checkpoints of searches that shared one scaler have none
-            self.arch_scaler.load_state_dict(ckpt["arch_scaler"])
-        if "arch_rng" in ckpt:  # nor those of searches that drew α's noise from the global generator
-            self.model.arch.generator.set_state(ckpt["arch_rng"])
-
-    # ----------------------------------------------------------------------------------------- epochs
-    def begin_epoch(self, epoch: int) -> None:
+    # ----------------------------------------------------------------------------------------- steps
+    def begin_epoch(self, epoch: int) -> Step:
+        """Start epoch ``epoch`` (0-based): BatchNorm buffers from rank 0, the engine's epoch start (DCS τ,
+        PCB-RPP, IB refresh), the samplers' epoch, the supernet's τ; the epoch's step (``strategy``)."""
+        nas = self.cfg.search
         if self.dist.enabled:  # rank 0's BatchNorm statistics (those it evaluated and saved) on every rank
             buffers = dict(self.model.named_buffers())
-            received = broadcast_tensors(buffers if self.dist.is_main else None, self.dist, self.device)
+            received = broadcast_tensors(buffers if self.dist.is_main else None, self.dist, self.rt.device)
             with torch.no_grad():
                 for name, value in received.items():
                     buffers[name].copy_(value)
-        super().begin_epoch(epoch)
-        nas = self.cfg.search
+        begin_weight_epoch(epoch, self.cfg, self.model, self.training.optimizer, self.training.ib, self.refresh_ib)
+        self.train_loader.batch_sampler.set_epoch(epoch)
         self.model.tau = nas.tau_start * nas.tau_decay ** epoch
         self.arch_loader.batch_sampler.set_epoch(epoch)
+        return self.strategy(self, epoch)
 
-    def arch_step(self, images: torch.Tensor, pids: torch.Tensor, ib_on: bool) -> dict[str, torch.Tensor]:
+    def weight_step(self, epoch: int) -> Step:
+        """The engine's weight step on the supernet (task loss, + IB after its warm-up)."""
+        ib = self.training.ib
+        return weight_step(self.train_model, self.training.criterion, ib if ib is not None and ib.active(epoch)
+                           else None, self.training.updates, self.rt, self.cfg.optim.lr)
+
+    def arch_step(self, images: torch.Tensor, pids: torch.Tensor, ib_on: bool) -> StepResult:
         """L = cost(L_task) + η·IBB on an architecture-split batch; only α gets gradients and is updated."""
         disjoint = self.cfg.search.split == "identity_disjoint"
-        terms, outputs = self.loss_terms(images, pids, self.arch_criterion, ib_on and not disjoint, return_outputs=True)
-        ib = terms.get("ib", torch.zeros((), device=self.device))
-        total, flops = self.cost_loss(terms["total"] - ib, self.model.arch, outputs["arch_weights"])
-        terms["total"] = total + ib
+        ib = self.training.ib if ib_on and not disjoint else None
+        terms, outputs = loss_terms(self.model, images, pids, self.arch_criterion, ib, self.rt, self.cfg.optim.lr)
+        ib_term = terms.get("ib", torch.zeros((), device=self.rt.device))
+        total, flops = self.cost_loss(terms["total"] - ib_term, self.model.arch, outputs["arch_weights"])
+        terms["total"] = total + ib_term
         terms["mflops"] = flops.detach() / 1e6
         alphas = list(self.model.arch.parameters())
         grads = torch.autograd.grad(self.arch_scaler.scale(terms["total"]), alphas, allow_unused=True)
@@ -232,79 +258,9 @@ class Searcher(Trainer):
         average_gradients(alphas, self.dist)  # the same α on every rank after the step
         self.arch_scaler.step(self.arch_optimizer)
         self.arch_scaler.update()
-        return {f"arch_step/{k}": v for k, v in terms.items()}
+        return StepResult({f"arch_step/{k}": v for k, v in terms.items()}, outputs.get("dcs_kept", {}))
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg = self.cfg
-        self.model.train()
-        arch_on = epoch >= cfg.search.warmup_epochs
-        ib_on = self.ib_active(epoch)
-        arch_batches = _cycle(self.arch_loader)
-        sums: dict[str, float] = {}
-        steps = len(self.train_loader)
-        bar = progress(self.train_loader, f"search {epoch + 1}/{cfg.optim.epochs}", enabled=self.show_progress)
-        for step, (images, pids, _, _) in enumerate(bar):
-            terms = self.train_step(images, pids, ib_on)
-            if arch_on:
-                arch_images, arch_pids, _, _ = next(arch_batches)
-                terms.update(self.arch_step(arch_images, arch_pids, ib_on))
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            for key, value in values.items():
-                sums[key] = sums.get(key, 0.0) + value
-            if self.show_progress:
-                bar.set_postfix(loss=f"{values['total']:.3f}")
-            if (step + 1) % cfg.log_every == 0:
-                self.logger.scalars(values, epoch * steps + step, "train_step/")
-        keys = sorted(sums)  # the means over every rank's steps (each rank has run ``steps`` steps)
-        means = all_reduce_mean(torch.tensor([sums[k] / steps for k in keys], dtype=torch.float64,
-                                             device=self.device), self.dist)
-        return {**{k: float(v) for k, v in zip(keys, means)}, **self.arch_stats()}
-
-    @torch.no_grad()
-    def arch_stats(self) -> dict[str, float]:
-        """Scalars of the architecture distribution: ``arch/entropy`` (mean over choices, nats), τ, FLOPs
-        (MFLOPs) and parameters (M) of the argmax architecture, expected FLOPs."""
-        arch = self.model.arch
-        argmax = arch.argmax()
-        return {"arch/entropy": arch.entropy(), "arch/tau": self.model.tau,
-                "arch/argmax_mflops": self.costs.exact(argmax, "flops") / 1e6,
-                "arch/argmax_mparams": self.costs.exact(argmax, "params") / 1e6,
-                "arch/expected_mflops": float(self.costs.expected(arch.probabilities(), "flops")) / 1e6}
-
-    def log_epoch(self, epoch: int, train_stats: dict[str, float]) -> dict[str, float]:
-        """The engine's scalars, the architecture's, and the heat map of softmax(α) with the argmax marked: to
-        TensorBoard and as ``alpha/epoch_NNN.png`` in the run directory."""
-        log = super().log_epoch(epoch, {k: v for k, v in train_stats.items() if not k.startswith("arch/")})
-        arch_stats = {k: v for k, v in train_stats.items() if k.startswith("arch/")}
-        self.logger.scalars(arch_stats, epoch + 1)
-        kept = {f"attention/{name}/dcs_kept_ratio": float(m.kept_ratio) for name, m in self.model.named_modules()
-                if isinstance(m, DCSAttention) and m.kept_ratio is not None}
-        self.logger.scalars(kept, epoch + 1)
-        title = (f"softmax(α) after epoch {epoch + 1}/{self.cfg.optim.epochs} (τ = {self.model.tau:.3g}); "
-                 f"argmax boxed: {arch_stats['arch/argmax_mflops']:.2f} MFLOPs, "
-                 f"{arch_stats['arch/argmax_mparams']:.4g} M params")
-        figure = probability_heatmap(self.model.arch, title)
-        (self.run.path / ALPHA_DIR).mkdir(exist_ok=True)
-        figure.savefig(self.run.path / ALPHA_DIR / f"epoch_{epoch + 1:03d}.png", dpi=120)
-        self.logger.figure("arch/probabilities", figure, epoch + 1)
-        self.logger.text("arch/argmax", "  \n".join(self.genotype()), epoch + 1)
-        return {**log, **arch_stats, **kept}
-
-    def genotype(self) -> list[str]:
-        """``choice: option`` of the argmax architecture, one per searchable choice."""
-        argmax, choices = self.model.arch.argmax(), self.model.arch.choices
-        return [f"{k}: {c.labels[argmax[k]]}" for k, c in choices.items() if c.searchable]
-
-    def epoch_note(self) -> str:
-        return "argmax " + ", ".join(self.genotype())
-
-    def model_summary(self) -> str:
-        low, high = self.costs.bounds("flops")
-        shape = self.costs.input_size
-        return (f"supernet of the space '{self.cfg.search.space}': {len(self.genotype())} searchable choices, "
-                f"{low / 1e6:.2f}–{high / 1e6:.2f} MFLOPs per image at {shape[0]}×{shape[1]} "
-                f"(cheapest–costliest architecture), {self.cfg.search.mode} sampling")
-
+    # ----------------------------------------------------------------------------------------- evaluation
     def recalibrate(self) -> None:
         """Re-estimate the BatchNorm statistics of the path the supernet evaluates on
         ``search.bn_recalibration_batches`` weight-split batches (the same ones every time); 0: nothing."""
@@ -315,13 +271,14 @@ class Searcher(Trainer):
     def refresh_ib(self) -> None:
         """The engine's IB refresh, on features of the argmax path with its recalibrated statistics."""
         self.recalibrate()
-        super().refresh_ib()
+        self.training.ib.refresh(self.model, self.data.train_records, self.data.test_transform, self.rt)
 
     def evaluate(self, split: str = "test", show_progress: bool | None = None) -> dict:
         """The engine's evaluation of the supernet's current path (the argmax architecture, or the one of
         :meth:`evaluate_architecture`) after recalibrating its BatchNorm statistics."""
         self.recalibrate()
-        return super().evaluate(split, show_progress)
+        return self.data.evaluate(self.model, split, self.cfg, self.rt,
+                                  self.rt.show_progress if show_progress is None else show_progress)
 
     def evaluate_architecture(self, indices: dict[str, int], split: str = "test",
                               show_progress: bool | None = None) -> dict:
@@ -331,11 +288,24 @@ class Searcher(Trainer):
         with self.model.fixed_architecture(indices):
             return self.evaluate(split, show_progress)
 
+    # ----------------------------------------------------------------------------------------- reports
+    def genotype(self) -> list[str]:
+        """``choice: option`` of the argmax architecture, one per searchable choice."""
+        argmax, choices = self.model.arch.argmax(), self.model.arch.choices
+        return [f"{k}: {c.labels[argmax[k]]}" for k, c in choices.items() if c.searchable]
+
+    def model_summary(self) -> str:
+        low, high = self.costs.bounds("flops")
+        shape = self.costs.input_size
+        return (f"supernet of the space '{self.cfg.search.space}': {len(self.genotype())} searchable choices, "
+                f"{low / 1e6:.2f}–{high / 1e6:.2f} MFLOPs per image at {shape[0]}×{shape[1]} "
+                f"(cheapest–costliest architecture), {self.cfg.search.mode} sampling")
+
     def derive(self) -> Arch:
         """The current argmax architecture."""
         return derive_arch(self.space, self.model.arch.argmax(), self.costs, search_info(self.cfg, self.space))
 
-    def finish(self, metrics: dict) -> dict[str, Any]:
+    def finish(self, metrics: dict, files: dict[str, Any]) -> dict[str, Any]:
         """``arch.json`` (the argmax architecture) and its entry in the metrics; the files of the results
         block, with the heat maps."""
         arch = self.derive()
@@ -344,7 +314,67 @@ class Searcher(Trainer):
         self.console.print(f"derived architecture ({arch.flops / 1e6:.2f} MFLOPs, "
                            f"{arch_params(str(self.run.arch)) / 1e6:.4g} M parameters at inference): "
                            + ", ".join(self.genotype()))
-        return {**super().finish(metrics), "arch": self.run.arch, "α heat maps": self.run.path / ALPHA_DIR}
+        return {**files, "arch": self.run.arch, "α heat maps": self.run.path / ALPHA_DIR}
+
+
+class SearchReport:
+    """The search's epoch report: the engine's scalars (``weights``: a
+    :class:`~dcsnas.engine.trainer.WeightReport`), the architecture's (``arch/*``: entropy, τ, argmax and
+    expected costs), every DCS candidate's kept ratio, and the heat map of softmax(α) with the argmax marked
+    (to TensorBoard and as ``alpha/epoch_NNN.png``); the console line's note is the argmax architecture."""
+
+    def __init__(self, searcher: Searcher, weights: WeightReport):
+        self.searcher, self.weights = searcher, weights
+
+    @torch.no_grad()
+    def stats(self) -> dict[str, float]:
+        """``arch/entropy`` (mean over choices, nats), τ, FLOPs (MFLOPs) and parameters (M) of the argmax
+        architecture, expected FLOPs."""
+        model, costs = self.searcher.model, self.searcher.costs
+        arch = model.arch
+        argmax = arch.argmax()
+        return {"arch/entropy": arch.entropy(), "arch/tau": model.tau,
+                "arch/argmax_mflops": costs.exact(argmax, "flops") / 1e6,
+                "arch/argmax_mparams": costs.exact(argmax, "params") / 1e6,
+                "arch/expected_mflops": float(costs.expected(arch.probabilities(), "flops")) / 1e6}
+
+    def log(self, epoch: int, stats: dict[str, float], kept: dict[str, float]) -> dict[str, float]:
+        searcher, logger = self.searcher, self.weights.logger
+        log = self.weights.log(epoch, {k: v for k, v in stats.items() if not k.startswith("arch/")}, {})
+        arch_stats = {k: v for k, v in stats.items() if k.startswith("arch/")}
+        logger.scalars(arch_stats, epoch + 1)
+        kept = {f"attention/{name}/dcs_kept_ratio": ratio for name, ratio in kept.items()}
+        logger.scalars(kept, epoch + 1)
+        title = (f"softmax(α) after epoch {epoch + 1}/{searcher.cfg.optim.epochs} (τ = {searcher.model.tau:.3g}); "
+                 f"argmax boxed: {arch_stats['arch/argmax_mflops']:.2f} MFLOPs, "
+                 f"{arch_stats['arch/argmax_mparams']:.4g} M params")
+        figure = probability_heatmap(searcher.model.arch, title)
+        (searcher.run.path / ALPHA_DIR).mkdir(exist_ok=True)
+        figure.savefig(searcher.run.path / ALPHA_DIR / f"epoch_{epoch + 1:03d}.png", dpi=120)
+        logger.figure("arch/probabilities", figure, epoch + 1)
+        logger.text("arch/argmax", "  \n".join(searcher.genotype()), epoch + 1)
+        return {**log, **arch_stats, **kept}
+
+    def note(self) -> str:
+        return "argmax " + ", ".join(self.searcher.genotype())
+
+
+def dcs_step(searcher: Searcher, epoch: int) -> Step:
+    """DCS-DNAS's step of epoch ``epoch``: a weight step on a weight-split batch, after the warm-up
+    (``search.warmup_epochs``) followed by an architecture step on the next architecture-split batch."""
+    weights = searcher.weight_step(epoch)
+    if epoch < searcher.cfg.search.warmup_epochs:
+        return weights
+    ib_on = searcher.training.ib is not None and searcher.training.ib.active(epoch)
+    arch_batches = _cycle(searcher.arch_loader)
+
+    def step(images: torch.Tensor, pids: torch.Tensor) -> StepResult:
+        weight = weights(images, pids)
+        arch_images, arch_pids, _, _ = next(arch_batches)
+        arch = searcher.arch_step(arch_images, arch_pids, ib_on)
+        return StepResult({**weight.terms, **arch.terms}, {**weight.dcs_kept, **arch.dcs_kept})
+
+    return step
 
 
 def _cycle(loader) -> Iterator:

@@ -5,7 +5,7 @@ on our search spaces and NNI's hyper-parameter experiments over ``dcsnas`` trial
 - :mod:`~dcsnas.nni.space`: a search-space file as an NNI ``ModelSpace``, its one-shot width mutation, and
   NNI's sample back to our option indices (so every search ends in the same ``arch.json``);
 - :mod:`~dcsnas.nni.lightning`: the Lightning data module and module NNI trains with, driving the
-  project's own :class:`~dcsnas.engine.trainer.Trainer` pieces (losses, IB refresh, schedules);
+  engine's own step pieces (:mod:`dcsnas.engine.steps`: losses, IB refresh, schedules);
 - :mod:`~dcsnas.nni.strategies`: ``dcsnas search --strategy nni:*`` (random, regularized evolution,
   DARTS, GumbelDARTS);
 - :mod:`~dcsnas.nni.tune`: ``dcsnas tune`` and its trial command ``python -m dcsnas.nni.tune trial ...``.

@@ -75,8 +75,15 @@ class _Candidate(ParametrizedModule):
         return cls.build(**kwargs)
 
 
+def _output_only(module: nn.Module, args: tuple, output: tuple) -> torch.Tensor:
+    return output[0]
+
+
 def _attention(name: str, options: dict[str, Any], channels: int) -> nn.Module:
-    return create_attention(name, channels, **options)
+    """The attention block, chained by its output alone (its forward returns ``(out, weights)``)."""
+    module = create_attention(name, channels, **options)
+    module.register_forward_hook(_output_only)
+    return module
 
 
 class _Op(_Candidate, disable_init_wrapper=True):

@@ -2,7 +2,7 @@
 the same ``arch.json`` as the DCS-DNAS search (:func:`run_nni_search`).
 
 Random and regularized evolution train each sampled architecture with
-:class:`~dcsnas.nni.lightning.ReIDModule` (the Trainer's losses, our metrics; mAP reported to NNI); DARTS and
+:class:`~dcsnas.nni.lightning.ReIDModule` (the engine's losses, our metrics; mAP reported to NNI); DARTS and
 GumbelDARTS train the one-shot supernet with it (weight steps on the weight split, architecture steps on the
 architecture split of :func:`~dcsnas.nas.split.split_for_search`). All run in this process (NNI's sequential
 engine), so no NNI manager or web UI is started.

@@ -20,7 +20,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
@@ -192,17 +192,17 @@ def _tune_trials(experiment) -> list[dict[str, Any]]:
     return trials
 
 
-class ReportingTrainer(Trainer):
-    """The Trainer of a trial: ``metric`` of every evaluation on the selection split (validation when there
-    is one, else test) goes to ``nni.report_intermediate_result``; the last is :attr:`reported`."""
+class TrialReporter:
+    """The evaluator of a trial's loop: ``evaluate(split)``, whose ``metric`` on ``split`` (the selection
+    split: validation when there is one, else test) goes to ``nni.report_intermediate_result``; the last is
+    :attr:`reported`."""
 
-    def __init__(self, cfg: TrainConfig, run: RunDir, metric: str):
-        super().__init__(cfg, run, show_progress=False)
-        self.metric, self.reported = metric, None
+    def __init__(self, evaluate: Callable[..., dict], split: str, metric: str):
+        self.evaluate, self.split, self.metric, self.reported = evaluate, split, metric, None
 
-    def evaluate(self, split: str = "test", show_progress: Optional[bool] = None) -> dict:
-        result = super().evaluate(split, show_progress)
-        if split == ("val" if self.val_split is not None else "test"):
+    def __call__(self, split: str = "test", show_progress: Optional[bool] = None) -> dict:
+        result = self.evaluate(split, show_progress)
+        if split == self.split:
             self.reported = result[self.metric]
             nni.report_intermediate_result(self.reported)
         return result
@@ -218,9 +218,11 @@ def run_trial(command: str, config: str, arch: Optional[str], overrides: list[st
     run = create_run_dir(Path(output) / "run" if output else None, command, cfg)
     if arch is not None:
         write_arch(run.arch, load_arch(arch))
-    trainer = ReportingTrainer(cfg, run, metric)
+    trainer = Trainer(cfg, run, show_progress=False)
+    reporter = TrialReporter(trainer.evaluate, "val" if trainer.data.val_split is not None else "test", metric)
+    trainer.loop.evaluate = reporter
     trainer.fit()
-    final = {"default": trainer.reported, "run": str(run.path.resolve())}
+    final = {"default": reporter.reported, "run": str(run.path.resolve())}
     nni.report_final_result(final)
     return final
 

@@ -37,12 +37,13 @@ def ib_terms(data: str, seed: int) -> dict:
         images, pids, _, _ = next(iter(trainer.train_loader))
         trainer.model.train()
         features = trainer.model(images)["pooled"].float()  # F: [B, C]
-        x = trainer.ib_input(images)
+        ib = trainer.training.ib
+        x = ib.input(images)
         report = {"batch": len(pids), "feature_dim": features.shape[1], "input_dim": x.shape[1],
-                  "clusters": trainer.ib.feature_centroids.shape[0]}
+                  "clusters": ib.bound.feature_centroids.shape[0]}
         for mode in ("authors", "batch_mi"):
-            trainer.ib.ixf = mode
-            terms = trainer.ib(features, x, pids)
+            ib.bound.ixf = mode
+            terms = ib.bound(features, x, pids)
             row = {}
             for name in ("ixf", "iyf", "total"):
                 (grad,) = torch.autograd.grad(terms[name], features, retain_graph=True)

@@ -5,8 +5,8 @@ Prints JSON.
 Every run is the real ``dcsnas search`` (``dcsnas.cli.main``) on the same synthetic data (generated once,
 ``--preset``) with the recipe ``--config``, every step a weight step and an architecture step
 (``search.warmup_epochs=0``), started by torchrun on this script in worker mode, which times each rank's
-training epochs (``Searcher.train_epoch``: wall clock and the process's CPU time) and counts the images of
-its weight and architecture steps. Per run and rank: ``images``, ``wall_s``, ``cpu_s``; ``images_per_s``
+training epochs (:func:`dcsnas.engine.loop.train_epoch`: wall clock and the process's CPU time) and counts the
+images of its weight and architecture steps. Per run and rank: ``images``, ``wall_s``, ``cpu_s``; ``images_per_s``
 (wall) and ``images_per_cpu_s``. Per N, the medians over ranks and repeats: ``images_per_s_per_process``,
 ``images_per_s_total`` (× N), ``scaling_efficiency`` (images/s per process over the first N's), and
 ``cpu_efficiency`` (images per CPU-second over the first N's: the work DDP adds, without the time a rank
@@ -34,26 +34,33 @@ ROOT = Path(__file__).resolve().parents[2]
 def worker(out: Path, argv: list[str]) -> int:
     """``dcsnas.cli.main(argv)`` in one torchrun rank, timing its training epochs into ``out/rank<r>.json``."""
     from dcsnas.cli import main as cli
+    from dcsnas.engine import loop
     from dcsnas.nas.search import Searcher
 
     totals = {"images": 0, "wall_s": 0.0, "cpu_s": 0.0}
-    train_epoch, train_step, arch_step = Searcher.train_epoch, Searcher.train_step, Searcher.arch_step
+    train_epoch, begin_epoch, arch_step = loop.train_epoch, Searcher.begin_epoch, Searcher.arch_step
 
-    def timed_epoch(self, epoch):
+    def timed_epoch(*args, **kwargs):
         wall, cpu = time.perf_counter(), time.process_time()
-        stats = train_epoch(self, epoch)
+        stats = train_epoch(*args, **kwargs)
         totals["wall_s"] += time.perf_counter() - wall
         totals["cpu_s"] += time.process_time() - cpu
         return stats
 
-    def counted(step):
-        def wrapper(self, images, pids, ib_on):
-            totals["images"] += images.shape[0]
-            return step(self, images, pids, ib_on)
-        return wrapper
+    def counted_begin(self, epoch):  # the epoch's step: a weight step (+ an architecture step)
+        step = begin_epoch(self, epoch)
 
-    Searcher.train_epoch = timed_epoch
-    Searcher.train_step, Searcher.arch_step = counted(train_step), counted(arch_step)
+        def counted_step(images, pids):
+            totals["images"] += images.shape[0]
+            return step(images, pids)
+        return counted_step
+
+    def counted_arch(self, images, pids, ib_on):
+        totals["images"] += images.shape[0]
+        return arch_step(self, images, pids, ib_on)
+
+    loop.train_epoch = timed_epoch
+    Searcher.begin_epoch, Searcher.arch_step = counted_begin, counted_arch
     code = cli(argv)
     (out / f"rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(totals))
     return code
