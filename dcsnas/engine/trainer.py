@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dcsnas.attention import DCSAttention
+from dcsnas.attention.token_dcs import TokenAttention
 from dcsnas.config import to_dict
 from dcsnas.data.base import hold_out_identities
 from dcsnas.data.loaders import build_test_loader, build_train_loader
@@ -48,8 +49,10 @@ from dcsnas.utils.threads import default_threads
 
 
 def dcs_modules(model: nn.Module) -> list[nn.Module]:
-    """The DCS attention modules of ``model`` (those with a gate temperature ``tau``)."""
-    return [m for m in model.modules() if isinstance(m, DCSAttention)]
+    """The DCS attention modules of ``model`` (those with a gate temperature ``tau``: CNN blocks and the
+    gated attention of ViT blocks)."""
+    return [m for m in model.modules()
+            if isinstance(m, DCSAttention) or (isinstance(m, TokenAttention) and m.gate is not None)]
 
 
 def tau_at(epoch: int, epochs: int, start: float, end: float) -> float:
