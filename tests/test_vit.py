@@ -196,7 +196,7 @@ def test_the_gate_temperature_is_checked():
 
 def test_train_a_dcs_vit_end_to_end(tiny_data, tmp_path):
     """`dcsnas train` with a ViT: the IB term runs on the [CLS] embedding, the gates are saved, the run
-    evaluates, and `dcsnas eval` reopens it from its own config."""
+    evaluates, and `dcsnas eval --visualize` draws its attention from the run's own config."""
     tiny = Path(__file__).resolve().parents[1] / "experiments" / "cpu" / "tiny_test.yaml"
     out = tmp_path / "run"
     overrides = [f"data.root={tiny_data}", "model.backbone=vit_micro", "model.attention=[]", "model.dcs_blocks=[1]",
@@ -208,7 +208,9 @@ def test_train_a_dcs_vit_end_to_end(tiny_data, tmp_path):
     assert all(math.isfinite(h["train"]["ib"]) for h in metrics["history"])
     ckpt = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     assert any(k.endswith("blocks.1.attn.gate.weight") for k in ckpt["model"])
-    assert main(["eval", "--run", str(out)]) == 0
+    views = tmp_path / "views"
+    assert main(["eval", "--run", str(out), "--visualize", "2", "--vis-queries", "2", "--out", str(views)]) == 0
+    assert len(list((views / "attention").glob("*.png"))) == 2  # [CLS] maps per head and DCS masks, per query
 
 
 def test_the_trainer_anneals_the_gated_vit_blocks_only():
