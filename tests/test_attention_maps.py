@@ -49,3 +49,29 @@ def test_tsne_draws_the_first_identities(tmp_path):
     qf, gf = rng.normal(size=(60, 8)) + q_pids[:, None], rng.normal(size=(90, 8)) + g_pids[:, None]
     assert plot_tsne(qf, gf, q_pids, g_pids, tmp_path / "t.png", max_identities=20) == 20 * 2 + 20 * 3
     assert (tmp_path / "t.png").stat().st_size > 0
+
+
+def test_vit_maps_are_the_cls_rows_per_head_and_the_kept_fraction_per_patch():
+    torch.manual_seed(0)
+    model = create_model("vit_micro", 5, img_size=[64, 32], dcs_blocks=[2])
+    blocks = model.backbone.stages["vit"].vit.blocks
+    blocks[2].attn.gate.weight.data.normal_()
+    blocks[2].attn.gate.bias.data.zero_()
+    images = torch.randn(2, 3, 64, 32)
+    outputs = attention_outputs(model, images)
+    assert list(outputs) == ["block 2", "block 5"]  # the DCS block and the last one
+    assert list(outputs["block 2"]) == ["head 0", "head 1", "head 2", "kept"]
+    assert list(outputs["block 5"]) == ["head 0", "head 1", "head 2"]
+    vit = model.backbone.stages["vit"].vit
+    with torch.no_grad():  # by hand: the tokens entering block 2, its Q, K per head, the [CLS] row of softmax(QK^T/√d)
+        x = blocks[1](blocks[0](vit._pos_embed(vit.patch_embed(images))))
+        attn = blocks[2].attn
+        tokens = blocks[2].norm1(x)
+        q, k, _ = attn.qkv(tokens).reshape(2, 33, 3, 3, 32).unbind(2)  # [B, N, H, d]
+        mask = (attn.gate(tokens) > 0).float().reshape(2, 33, 3, 32)
+        logits = torch.einsum("bhc,bjhc->bhj", (mask * q)[:, 0], mask * k) / 32 ** 0.5
+        cls_row = logits.softmax(-1)[:, :, 1:]  # [B, H, 32 patches]
+    for h in range(3):
+        assert torch.allclose(outputs["block 2"][f"head {h}"], cls_row[:, h].reshape(2, 8, 4), atol=1e-6)
+    kept = mask[:, 1:].mean(dim=(2, 3)).reshape(2, 8, 4)
+    assert torch.equal(outputs["block 2"]["kept"], kept) and 0 < kept.mean() < 1

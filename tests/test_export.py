@@ -15,6 +15,7 @@ from torch import nn
 
 from dcsnas.attention import AttentionBlock, DCSAttention
 from dcsnas.attention.linalg import solve_diagonally_dominant
+from dcsnas.attention.token_dcs import TokenAttention
 from dcsnas.cli import main
 from dcsnas.config import from_dict, save_config
 from dcsnas.engine.checkpoint import save_checkpoint
@@ -43,7 +44,7 @@ def perturbed(model: nn.Module, seed: int = 0) -> nn.Module:
     for module in model.modules():
         if isinstance(module, AttentionBlock):
             module.gamma.data.fill_(0.5)
-        if isinstance(module, DCSAttention):
+        if isinstance(module, DCSAttention) or (isinstance(module, TokenAttention) and module.gate is not None):
             module.gate.weight.data.normal_(0, 1, generator=gen)
             module.gate.bias.data.zero_()
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -59,6 +60,8 @@ def family(name: str, tmp_path: Path) -> ModelConfig:
     if name in ("pcb", "pcb-rpp"):
         return replace(MBV2, head="pcb", pcb_reduce_dim=16,
                        attention=[AttentionPlacement("stage2", "sa", {"qk_ratio": 2})])
+    if name == "vit":  # DCS in the second of six blocks, overlapping patches
+        return ModelConfig(backbone="vit_micro", img_size=list(SIZE), patch_stride=6, dcs_blocks=[1])
     if name == "resnet50":
         return ModelConfig(backbone="resnet50", attention=[AttentionPlacement("layer2", "csalr", {"landmarks": 8})])
     attention, options = ATTENTIONS[name]
@@ -105,7 +108,7 @@ def test_matrix_form_adaptive_pooling_matches_pytorch(monkeypatch, size, out):
 
 
 # ------------------------------------------------------------------------------------------------ parity
-FAST = ["sa", "csa", "csalr", "dcs-csalr", "pcb", "pcb-rpp", "searched"]
+FAST = ["sa", "csa", "csalr", "dcs-csalr", "pcb", "pcb-rpp", "searched", "vit"]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

@@ -32,6 +32,24 @@ def _gumbel_like(t: Tensor) -> Tensor:
     return -torch.empty_like(t).exponential_().log()
 
 
+def check_tau(value) -> float:
+    """The Gumbel-sigmoid temperature ``value`` as a float; a :class:`ConfigError` unless it is a positive number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise option_error("tau", value, "a positive number")
+    return float(value)
+
+
+def gate_mask(theta: Tensor, tau: float, training: bool) -> Tensor:
+    """The DCS mask of gate logits ``theta`` (any shape; float): in training the hard Gumbel-sigmoid sample
+    1[sigmoid((theta + g1 - g2) / tau) > 0.5] with the straight-through gradient of the soft value (so
+    P(M = 1) = sigmoid(theta) at every tau); in evaluation 1[theta > 0]. Same shape, 0/1 values."""
+    if not training:
+        return (theta > 0).float()
+    soft = torch.sigmoid((theta + _gumbel_like(theta) - _gumbel_like(theta)) / tau)
+    hard = (soft > 0.5).float()
+    return hard + (soft - soft.detach())  # exactly 0/1 forward, d(soft) backward
+
+
 class DCSAttention(AttentionBlock):
     """DCS block: ``x + gamma * fuse(backend(M * Q, M * K, V))`` on [B, C, H, W].
 
@@ -78,21 +96,14 @@ class DCSAttention(AttentionBlock):
 
     @tau.setter
     def tau(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise option_error("tau", value, "a positive number")
-        self._tau = float(value)
+        self._tau = check_tau(value)
 
     def channel_mask(self, x: Tensor) -> Tensor:
         """The query/key channel mask M [B, C', H, W] (0/1 values; straight-through gradient in training).
 
         Channel c of M gates channel c of Q and K (group c // (C'/G), like the grouped projections).
         """
-        theta = self.gate(x).float()
-        if not self.training:
-            return (theta > 0).float()
-        soft = torch.sigmoid((theta + _gumbel_like(theta) - _gumbel_like(theta)) / self.tau)
-        hard = (soft > 0.5).float()
-        return hard + (soft - soft.detach())  # exactly 0/1 forward, d(soft) backward
+        return gate_mask(self.gate(x).float(), self.tau, self.training)
 
     def select_channels(self, x: Tensor, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Q and K times the channel mask M of ``x``, and M's mean (the kept fraction, 0-dim)."""

@@ -79,6 +79,7 @@ def _network_views(args: argparse.Namespace, data: dict, count: int) -> dict:
     import torch
     from PIL import Image
 
+    from dcsnas.attention.token_dcs import TokenAttention
     from dcsnas.data.transforms import build_transforms
     from dcsnas.engine.attention_maps import attention_outputs, save_attention_figures
     from dcsnas.engine.inference import load_run_model
@@ -86,7 +87,7 @@ def _network_views(args: argparse.Namespace, data: dict, count: int) -> dict:
 
     out, views = Path(args.out), {}
     loaded = load_run_model(args.run, args.checkpoint, finished=False)
-    if len(loaded.model.attentions):
+    if len(loaded.model.attentions) or any(isinstance(m, TokenAttention) for m in loaded.model.modules()):
         size = loaded.config.data.transforms
         paths = [str(p) for p in data["q_paths"][:count]]
         images = [Image.open(p).convert("RGB") for p in paths]

@@ -13,6 +13,7 @@ from dcsnas.engine.optim import OptimConfig
 from dcsnas.errors import ConfigError
 from dcsnas.losses.criterion import LossConfig
 from dcsnas.models.builder import ModelConfig
+from dcsnas.models.vit import VIT_SIZES
 
 
 @dataclass
@@ -94,3 +95,12 @@ class TrainConfig(RunConfig):
 
     head_key = "model.head"
     model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        size = [self.data.transforms.height, self.data.transforms.width]
+        if self.model.backbone in VIT_SIZES and not self.model.img_size:
+            self.model.img_size = size  # a ViT's position embedding is built for the input size
+        if self.model.img_size and self.model.img_size != size:
+            raise ConfigError(f"model.img_size = {self.model.img_size} differs from the input size {size} "
+                              "(data.transforms.height, width); set them alike or leave model.img_size out")

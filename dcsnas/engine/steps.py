@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from dcsnas.attention import DCSAttention
+from dcsnas.attention.token_dcs import TokenAttention
 from dcsnas.data.loaders import build_test_loader
 from dcsnas.engine.config import TrainConfig
 from dcsnas.engine.distributed import DistContext, all_reduce_mean, broadcast_tensors, gather_strided
@@ -66,8 +67,10 @@ class Runtime:
 
 
 def dcs_modules(model: nn.Module) -> list[nn.Module]:
-    """The DCS attention modules of ``model`` (those with a gate temperature ``tau``)."""
-    return [m for m in model.modules() if isinstance(m, DCSAttention)]
+    """The DCS attention modules of ``model`` (those with a gate temperature ``tau``: CNN blocks and the
+    gated attention of ViT blocks)."""
+    return [m for m in model.modules()
+            if isinstance(m, DCSAttention) or (isinstance(m, TokenAttention) and m.gate is not None)]
 
 
 def tau_at(epoch: int, epochs: int, start: float, end: float) -> float:

@@ -26,6 +26,7 @@ from dcsnas.models.backbones import BACKBONES, Backbone, create_backbone
 from dcsnas.models.blocks import Mixed
 from dcsnas.models.heads import create_head
 from dcsnas.models.searched import build_searched_backbone
+from dcsnas.models.vit import VIT_SIZES
 from dcsnas.utils.flops import count_inference_params
 
 # Options of the attention modules that a model config may not set: ``return_attention`` makes a module
@@ -52,7 +53,9 @@ class AttentionPlacement:
 @dataclass
 class ModelConfig:
     """The ``model`` config section. ``backbone: searched`` builds the network described by ``arch``
-    (an ``arch.json`` written by ``dcsnas search``/``derive``); its attention placements come from there."""
+    (an ``arch.json`` written by ``dcsnas search``/``derive``); its attention placements come from there.
+    The ViT backbones (:mod:`dcsnas.models.vit`) read ``img_size`` ([H, W]; a run takes its input size),
+    ``patch_stride`` (0: the patch size), ``dcs_blocks`` (blocks with DCS gates) and ``drop_path``."""
 
     backbone: str = "resnet50"
     arch: Optional[str] = None
@@ -63,6 +66,10 @@ class ModelConfig:
     pcb_parts: int = ranged(6, ge=1, le=64)
     pcb_reduce_dim: int = ranged(256, ge=1, le=8192)
     attention: list[AttentionPlacement] = field(default_factory=list)
+    img_size: list[int] = field(default_factory=list)
+    patch_stride: int = ranged(0, ge=0, le=64)
+    dcs_blocks: list[int] = field(default_factory=list)
+    drop_path: float = ranged(0.0, ge=0.0, lt=1.0)
 
 
 class ReIDModel(nn.Module):
@@ -134,6 +141,13 @@ def _build_backbone(cfg: ModelConfig) -> tuple[Backbone, list[AttentionPlacement
         placements = [AttentionPlacement(s.name, s.attention.name, dict(s.attention.options))
                       for s in arch.stages if s.attention is not None]
         return build_searched_backbone(arch), placements
+    if cfg.backbone in VIT_SIZES:
+        return create_backbone(cfg.backbone, pretrained=cfg.pretrained, img_size=cfg.img_size,
+                               patch_stride=cfg.patch_stride, dcs_blocks=cfg.dcs_blocks, drop_path=cfg.drop_path), []
+    for key in ("img_size", "patch_stride", "dcs_blocks", "drop_path"):
+        if getattr(cfg, key):
+            raise ConfigError(f"model.{key} = {getattr(cfg, key)!r} applies to the ViT backbones "
+                              f"({', '.join(VIT_SIZES)}), not to {cfg.backbone}")
     kwargs: dict[str, Any] = {"pretrained": cfg.pretrained, "last_stride": cfg.last_stride}
     if cfg.backbone == "mobilenetv2":
         kwargs["width_mult"] = cfg.width_mult
@@ -162,6 +176,10 @@ def create_model(cfg: ModelConfig | str, num_classes: int, **fields: Any) -> ReI
         cfg = from_dict(ModelConfig, {**fields, "backbone": cfg})
     elif fields:
         raise ConfigError(f"create_model: options {sorted(fields)} are given with a model config; set them in it")
+    if cfg.backbone in VIT_SIZES and (cfg.attention or cfg.head == "pcb"):
+        what = "model.attention (a ViT takes DCS inside its blocks: model.dcs_blocks)" if cfg.attention else \
+            "model.head = 'pcb' (a ViT's [CLS] token has no horizontal parts)"
+        raise ConfigError(f"{what} does not apply to {cfg.backbone}")
     backbone, arch_attention = _build_backbone(cfg)
     attentions, supervision = {}, {}
     for i, place in enumerate(arch_attention + list(cfg.attention)):
