@@ -17,7 +17,7 @@ from dcsnas.attention.token_dcs import TokenAttention
 from dcsnas.cli import main
 from dcsnas.config import from_dict
 from dcsnas.engine.config import TrainConfig
-from dcsnas.engine.trainer import dcs_modules
+from dcsnas.engine.steps import dcs_modules
 from dcsnas.errors import ConfigError
 from dcsnas.models.builder import create_model
 from dcsnas.utils.flops import count_flops
