@@ -88,7 +88,8 @@ def test_pcb_refined_pooling_travels_in_the_state_dict():
 
 
 @pytest.mark.parametrize("cfg, message", [
-    ({"backbone": "vgg16"}, r"model.backbone = 'vgg16': expected one of 'resnet50', 'mobilenetv2', 'searched'"),
+    ({"backbone": "vgg16"}, r"model.backbone = 'vgg16': expected one of 'resnet50', 'mobilenetv2', 'vit_micro', "
+     r"'vit_tiny', 'vit_small', 'vit_base', 'searched'"),
     ({"backbone": "resnet50", "attention": [{"stage": "layer9"}]},
      r"model.attention\[0\].stage = 'layer9': no such stage in resnet50; allowed: stem, layer1"),
     ({"backbone": "mobilenetv2", "attention": [{"stage": "stage2", "name": "nonlocal"}]},
@@ -159,7 +160,8 @@ def test_the_train_and_eval_contract():
 
 
 def test_head_and_backbone_registries_list_their_names():
-    assert list(HEADS) == ["bnneck", "pcb"] and list(BACKBONES) == ["resnet50", "mobilenetv2"]
+    assert list(HEADS) == ["bnneck", "pcb"]
+    assert list(BACKBONES) == ["resnet50", "mobilenetv2", "vit_micro", "vit_tiny", "vit_small", "vit_base"]
     with pytest.raises(ConfigError, match=r"model.head = 'mgn': expected one of 'bnneck', 'pcb'$"):
         create_head("mgn", 64, 5)
     with pytest.raises(ConfigError, match=r"head 'bnneck' has no option 'parts'; allowed: none"):
