@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional
 import torch
 from torch import nn
 
-from dcsnas.attention import DeepSupervisionHead, create_attention
+from dcsnas.attention import AttentionBlock, DeepSupervisionHead, create_attention
 from dcsnas.config import from_dict, ranged
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import load_arch
@@ -101,6 +101,9 @@ class ReIDModel(nn.Module):
                 attention = self.attentions[name]
                 if isinstance(attention, Mixed):
                     x = attention(x, weights, single_path)
+                    continue
+                if not isinstance(attention, AttentionBlock):  # a slot of NNI's model space: chained by its output
+                    x = attention(x)
                     continue
                 attended = attention.attend(x)
                 if self.training and name in self.deep_supervision:
