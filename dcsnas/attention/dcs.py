@@ -32,11 +32,24 @@ def _gumbel_like(t: Tensor) -> Tensor:
     return -torch.empty_like(t).exponential_().log()
 
 
-def check_tau(value) -> float:
-    """The Gumbel-sigmoid temperature ``value`` as a float; a :class:`ConfigError` unless it is a positive number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise option_error("tau", value, "a positive number")
-    return float(value)
+class GateTemperature:
+    """The attribute ``tau`` of a module with DCS gates: the Gumbel-sigmoid temperature, a positive float (a
+    :class:`ConfigError` otherwise); the trainer anneals it through ``module.tau = ...``."""
+
+    def __get__(self, module, owner=None):
+        return self if module is None else module._tau
+
+    def __set__(self, module, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise option_error("tau", value, "a positive number")
+        module._tau = float(value)
+
+
+def init_gate(gate: nn.Module, bias: float) -> nn.Module:
+    """``gate`` (the layer of the gate logits) with weights 0 and every bias ``bias``: Θ = ``bias`` at first."""
+    nn.init.zeros_(gate.weight)
+    nn.init.constant_(gate.bias, bias)
+    return gate
 
 
 def gate_mask(theta: Tensor, tau: float, training: bool) -> Tensor:
@@ -66,6 +79,8 @@ class DCSAttention(AttentionBlock):
     ``dcs_kept``.
     """
 
+    tau = GateTemperature()
+
     def __init__(
         self,
         channels: int,
@@ -86,17 +101,7 @@ class DCSAttention(AttentionBlock):
         )
         self.backend = backend
         self.tau = tau
-        self.gate = nn.Conv2d(channels, self.qk_channels, 1)
-        nn.init.zeros_(self.gate.weight)
-        nn.init.constant_(self.gate.bias, gate_bias)
-
-    @property
-    def tau(self) -> float:
-        return self._tau
-
-    @tau.setter
-    def tau(self, value: float) -> None:
-        self._tau = check_tau(value)
+        self.gate = init_gate(nn.Conv2d(channels, self.qk_channels, 1), gate_bias)
 
     def channel_mask(self, x: Tensor) -> Tensor:
         """The query/key channel mask M [B, C', H, W] (0/1 values; straight-through gradient in training).

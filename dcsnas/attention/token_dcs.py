@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dcsnas.attention.dcs import check_tau, gate_mask
+from dcsnas.attention.dcs import GateTemperature, gate_mask, init_gate
 from dcsnas.errors import ConfigError
 
 
@@ -35,6 +35,8 @@ class TokenAttention(nn.Module):
         gate_bias: initial gate logit (sigmoid(3) ~ 0.95: DCS starts as the plain attention).
     """
 
+    tau = GateTemperature()
+
     def __init__(self, attention: nn.Module, dcs: bool = False, tau: float = 1.0, gate_bias: float = 3.0):
         super().__init__()
         if getattr(attention, "gate", None) is not None:
@@ -45,18 +47,8 @@ class TokenAttention(nn.Module):
         self.norm = getattr(attention, "norm", None) or nn.Identity()  # timm >= 1.0.10: optional scale norm
         self.tau = tau
         qk_channels = self.num_heads * self.head_dim
-        self.gate: Optional[nn.Linear] = nn.Linear(self.qkv.in_features, qk_channels) if dcs else None
-        if self.gate is not None:
-            nn.init.zeros_(self.gate.weight)
-            nn.init.constant_(self.gate.bias, gate_bias)
-
-    @property
-    def tau(self) -> float:
-        return self._tau
-
-    @tau.setter
-    def tau(self, value: float) -> None:
-        self._tau = check_tau(value)
+        self.gate: Optional[nn.Linear] = (init_gate(nn.Linear(self.qkv.in_features, qk_channels), gate_bias)
+                                          if dcs else None)
 
     def channel_mask(self, x: Tensor) -> Optional[Tensor]:
         """The Q/K channel mask M [B, H, N, d] of tokens ``x`` [B, N, D] (``None`` without DCS)."""
