@@ -17,7 +17,9 @@ class NASConfig:
     """The ``search`` section (DESIGN §6).
 
     ``space``: search-space YAML. ``mode``: ``soft`` (all candidates, weighted) or ``hard`` (one sampled
-    path per step). Gumbel temperature τ = ``tau_start`` · ``tau_decay``^epoch (FBNet: 5, ×0.956).
+    path per step). ``sampling``: the paths the weight steps train (:mod:`dcsnas.nas.paths`): ``gumbel``
+    (drawn from α), ``uniform`` (SPOS) or ``fair`` (FairNAS; hard mode, one process).
+    Gumbel temperature τ = ``tau_start`` · ``tau_decay``^epoch (FBNet: 5, ×0.956).
     ``warmup_epochs`` E₀: weight steps only. Architecture steps: Adam on α with DARTS's and GDAS's settings
     (``arch_lr`` 3·10⁻⁴, betas (0.5, 0.999), ``arch_weight_decay`` 10⁻³).
     ``split``: ``per_identity`` puts ``arch_fraction`` of each training
@@ -31,6 +33,7 @@ class NASConfig:
 
     space: str = "search_spaces/mbv2_reid.yaml"
     mode: Literal["soft", "hard"] = "hard"
+    sampling: Literal["gumbel", "uniform", "fair"] = "gumbel"
     tau_start: float = ranged(5.0, gt=0)
     tau_decay: float = ranged(0.956, gt=0, le=1)
     warmup_epochs: int = 2
@@ -61,8 +64,11 @@ class SearchConfig(RunConfig):
     search: NASConfig = field(default_factory=NASConfig)
 
     def check_config(self) -> None:
-        """Cross-key rule of a search config as read (:func:`~dcsnas.config.from_dict` calls it; the variants
+        """Cross-key rules of a search config as read (:func:`~dcsnas.config.from_dict` calls it; the variants
         the code derives, e.g. an NNI trial's shorter schedule, are not held to it)."""
+        if self.search.sampling != "gumbel" and self.search.mode != "hard":
+            raise ConfigError(f"search.sampling = {self.search.sampling!r} trains single paths and needs "
+                              f"search.mode: hard, got {self.search.mode!r}")
         if self.search.warmup_epochs >= self.optim.epochs:
             raise ConfigError(f"search.warmup_epochs = {self.search.warmup_epochs} is not below optim.epochs = "
                               f"{self.optim.epochs}: no architecture step would run and the derived network would "

@@ -87,6 +87,7 @@ from dcsnas.models.builder import arch_params
 from dcsnas.nas.arch import SPACE_FILE, derive_arch
 from dcsnas.nas.config import SearchConfig
 from dcsnas.nas.cost import CostLoss, CostModel, cached_costs
+from dcsnas.nas.paths import fair_paths, uniform_path
 from dcsnas.nas.plots import probability_heatmap
 from dcsnas.nas.recalibration import recalibrate_bn
 from dcsnas.nas.space import SearchSpace, load_space, parse_space
@@ -152,6 +153,9 @@ class Searcher(LoopHandle):
         self.strategy = strategy or dcs_step
         self.space = load_space(nas.space)
         self.rt = rt = open_runtime(cfg, run, show_progress)  # under torchrun: after the rendezvous
+        if nas.sampling == "fair" and rt.dist.enabled:
+            raise ConfigError("search.sampling = 'fair' runs several forward passes before one backward and is "
+                              "not supported under torchrun (DDP); use one process or search.sampling: uniform")
         data = ReIDData.load(cfg)
         # the weights train on the weight split, α on the architecture split
         weight_split, self.arch_records = split_for_search(data.train_records, nas.arch_fraction, nas.split, cfg.seed)
@@ -237,10 +241,31 @@ class Searcher(LoopHandle):
         return self.strategy(self, epoch)
 
     def weight_step(self, epoch: int) -> Step:
-        """The engine's weight step on the supernet (task loss, + IB after its warm-up)."""
-        ib = self.training.ib
-        return weight_step(self.train_model, self.training.criterion, ib if ib is not None and ib.active(epoch)
-                           else None, self.training.updates, self.rt, self.cfg.optim.lr)
+        """The weight step of ``search.sampling`` (task loss, + IB after its warm-up; :mod:`dcsnas.nas.paths`):
+        ``gumbel``, the engine's weight step on the supernet, which draws its path from α; ``uniform``, the
+        same on a path drawn uniformly; ``fair``, one update on the summed losses of the paths of
+        :func:`~dcsnas.nas.paths.fair_paths` on the batch (its terms: their means)."""
+        ib = self.training.ib if self.training.ib is not None and self.training.ib.active(epoch) else None
+        lr, criterion, model = self.cfg.optim.lr, self.training.criterion, self.model
+        plain = weight_step(self.train_model, criterion, ib, self.training.updates, self.rt, lr)
+        sampling, generator = self.cfg.search.sampling, model.arch.generator
+        if sampling == "gumbel":
+            return plain
+
+        def uniform(images: torch.Tensor, pids: torch.Tensor) -> StepResult:
+            with model.fixed_architecture(uniform_path(model.arch.choices, generator)):
+                return plain(images, pids)
+
+        def fair(images: torch.Tensor, pids: torch.Tensor) -> StepResult:
+            runs = []
+            for path in fair_paths(model.arch.choices, generator):
+                with model.fixed_architecture(path):
+                    runs.append(loss_terms(self.train_model, images, pids, criterion, ib, self.rt, lr)[0])
+            self.training.updates.update(sum(terms["total"] for terms in runs))
+            return StepResult({key: torch.stack([terms[key].detach() for terms in runs]).mean() for key in runs[0]},
+                              {})
+
+        return uniform if sampling == "uniform" else fair
 
     def arch_step(self, images: torch.Tensor, pids: torch.Tensor, ib_on: bool) -> StepResult:
         """L = cost(L_task) + η·IBB on an architecture-split batch; only α gets gradients and is updated."""
@@ -299,7 +324,8 @@ class Searcher(LoopHandle):
         shape = self.costs.input_size
         return (f"supernet of the space '{self.cfg.search.space}': {len(self.genotype())} searchable choices, "
                 f"{low / 1e6:.2f}–{high / 1e6:.2f} MFLOPs per image at {shape[0]}×{shape[1]} "
-                f"(cheapest–costliest architecture), {self.cfg.search.mode} sampling")
+                f"(cheapest–costliest architecture), {self.cfg.search.mode} mode, "
+                f"{self.cfg.search.sampling} paths for the weights")
 
     def derive(self) -> Arch:
         """The current argmax architecture."""
