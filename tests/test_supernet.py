@@ -451,26 +451,3 @@ def test_the_supernet_forward_compiles(space):
     x = torch.randn(2, 3, *INPUT)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x, weights, True), supernet(x, weights, True))
-
-
-@pytest.mark.parametrize("attention, kept", [("dcs-csalr-g2", 0.25), ("csalr-g2", None), ("none", None)])
-def test_training_outputs_carry_the_kept_ratio_of_a_chosen_dcs_candidate(space, attention, kept):
-    """The search logs what the chosen DCS candidate keeps: its gate made to keep exactly a quarter of the
-    channels (logits +10 on the first quarter, -10 elsewhere) is reported as 0.25 in ``dcs_kept``; none for
-    other candidates."""
-    torch.manual_seed(0)
-    supernet = SuperNet(space, num_classes=5).train()
-    indices = option_indices(space, {"s2/attention": attention, "s2/width": "16"})
-    for module in supernet.modules():
-        gate = getattr(module, "gate", None)
-        if isinstance(gate, torch.nn.Conv2d):
-            with torch.no_grad():
-                gate.weight.zero_()
-                quarter = gate.out_channels // 4
-                gate.bias.fill_(-10.0)[:quarter] = 10.0
-    with supernet.fixed_architecture(indices):
-        out = supernet(torch.randn(4, 3, *INPUT))
-    if kept is None:
-        assert out["dcs_kept"] == {}
-    else:
-        assert list(out["dcs_kept"]) == ["s2"] and float(out["dcs_kept"]["s2"]) == pytest.approx(kept, abs=1e-6)

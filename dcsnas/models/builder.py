@@ -99,10 +99,8 @@ class ReIDModel(nn.Module):
             x = stage(x, weights, single_path) if isinstance(stage, Mixed) else stage(x)
             if name in self.attentions:
                 attention = self.attentions[name]
-                if isinstance(attention, Mixed):  # a choice of attentions (nas/ops.MixedAttention)
-                    x, ratio = attention.attend(x, weights, single_path)
-                    if ratio is not None:
-                        kept[name] = ratio
+                if isinstance(attention, Mixed):
+                    x = attention(x, weights, single_path)
                     continue
                 if not isinstance(attention, AttentionBlock):  # a slot of NNI's model space: chained by its output
                     x = attention(x)

@@ -232,23 +232,18 @@ class AttentionAtWidths(nn.Module):
         self.register_buffer("masks", mask_matrix(self.widths), persistent=False)
 
     def forward(self, x: Tensor, w: Tensor | None, single_path: bool) -> Tensor:
-        return self.attend(x, w, single_path)[0]
+        def run(i: int) -> Tensor:
+            return self.at[i](x[:, :self.widths[i]])[0]
 
-    def attend(self, x: Tensor, w: Tensor | None, single_path: bool) -> tuple[Tensor, Tensor | None]:
-        """:meth:`forward`'s output and the DCS kept ratio of the block that ran (``None``: not a DCS block, or
-        the weighted sum of several widths)."""
         if len(self.widths) == 1:
-            attended = self.at[0].attend(x)
-            return attended.out, attended.dcs_kept
+            return run(0)
         widest = max(self.widths)
         if not single_path:
-            return sum(w[i].to(x.dtype) * _fit_channels(self.at[i](x[:, :self.widths[i]])[0], self.widths[i], widest)
-                       for i in range(len(self.widths))), None
+            return sum(w[i].to(x.dtype) * _fit_channels(run(i), self.widths[i], widest)
+                       for i in range(len(self.widths)))
         i = int(w.argmax())
-        attended = self.at[i].attend(x[:, :self.widths[i]])
-        y = attended.out
-        y = _fit_channels(y * channel_mask(w, self.masks[:, :self.widths[i]], y), self.widths[i], widest)
-        return y, attended.dcs_kept
+        y = run(i)
+        return _fit_channels(y * channel_mask(w, self.masks[:, :self.widths[i]], y), self.widths[i], widest)
 
 
 class MixedAttention(Mixed):
@@ -264,24 +259,13 @@ class MixedAttention(Mixed):
 
     def forward(self, x: Tensor, weights: ArchWeights, single_path: bool) -> Tensor:
         """``x`` and the architecture weights (module docstring) -> ``x`` with the chosen attention."""
-        return self.attend(x, weights, single_path)[0]
-
-    def attend(self, x: Tensor, weights: ArchWeights, single_path: bool) -> tuple[Tensor, Tensor | None]:
-        """:meth:`forward`'s output and, on the single path, the chosen DCS block's kept ratio (``None``
-        otherwise)."""
         w = weights[self.width_key] if self.width_key is not None else None
-        kept: list[Tensor | None] = []
 
         def run(j: int) -> Tensor:
             candidate = self.candidates[j]
-            if isinstance(candidate, nn.Identity):
-                return candidate(x)
-            out, ratio = candidate.attend(x, w, single_path)
-            kept.append(ratio)
-            return out
+            return candidate(x) if isinstance(candidate, nn.Identity) else candidate(x, w, single_path)
 
-        out = choose(weights[self.key], single_path, run, x)
-        return out, kept[0] if single_path and len(kept) == 1 else None
+        return choose(weights[self.key], single_path, run, x)
 
     def child(self, indices: Mapping[str, int]) -> Optional[nn.Module]:
         """A copy of the chosen attention at the chosen width; ``None`` for ``none``."""
