@@ -43,6 +43,8 @@ def test_dcs_recipes_train_with_the_authors_ib_bound(path):
     loss, epochs = cfg.loss, cfg.optim.epochs
     assert loss.ib_weight == 0.1 and loss.ib_ixf == "authors"
     assert loss.ib_start_epoch(epochs) == math.floor(0.3 * epochs) < epochs  # η = 0.1 after 30 % of the epochs
-    if "retrain" not in path.name:  # a DCS-FB recipe: its attentions are DCS (a retrain's come from arch.json)
+    if "vit" in path.name:  # a ViT's DCS gates sit inside its blocks
+        assert cfg.model.dcs_blocks and not cfg.model.attention
+    elif "retrain" not in path.name:  # a DCS-FB recipe: its attentions are DCS (a retrain's come from arch.json)
         assert cfg.model.attention and all(a.name == "dcs" for a in cfg.model.attention)
 
