@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Optional
 
@@ -122,15 +123,15 @@ def conv_output_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
     return tuple((n - 1) // stride + 1 for n in size)
 
 
-class Mixed(nn.Module):
+class Mixed(nn.Module, ABC):
     """A slot that holds a choice. ``forward(x, weights, single_path)``: ``weights`` maps every choice key to its
     ``[n]`` architecture weights of the pass, ``single_path`` says they are one-hot (only the chosen candidates
     run). :meth:`child` gives the module of one architecture."""
 
+    @abstractmethod
     def child(self, indices: Mapping[str, int]) -> Optional[nn.Module]:
         """The module this slot is in the architecture taking option ``indices[key]`` of every choice, with its
         weights (a copy); ``None``: no module (e.g. no attention)."""
-        raise NotImplementedError
 
 
 def child_of(module: nn.Module, indices: Mapping[str, int]) -> Optional[nn.Module]:

@@ -13,6 +13,7 @@ Implementations: ``mobilenetv2`` (stem → per stage its blocks, then its attent
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Optional, Union
@@ -142,23 +143,23 @@ def _shown(value: Any) -> Any:
     return NONE if value is None else value.name if isinstance(value, ArchAttention) else value
 
 
-class Skeleton:
+class Skeleton(ABC):
     """A backbone's walk for spaces and architectures (module docstring). An implementation gives
     :meth:`parts` (of a space: choices), :meth:`arch_parts` (of an architecture: values), :meth:`arch` (the
     architecture of resolved parts) and, if it has fixed stages, :meth:`fixed`; choices, derive, indices and
     build follow from them."""
 
+    @abstractmethod
     def parts(self, space: Any) -> Iterator[Part]:
         """The parts of a search space of this skeleton; widths and payloads are :class:`Choice`\\ s."""
-        raise NotImplementedError
 
+    @abstractmethod
     def arch_parts(self, arch: Arch) -> Iterator[Part]:
         """The parts of an architecture of this skeleton; widths are ints, payloads op names, attentions."""
-        raise NotImplementedError
 
+    @abstractmethod
     def arch(self, space: Any, parts: list[Part], common: dict[str, Any]) -> Arch:
         """The architecture whose parts are ``parts`` (``space``'s, resolved), with the ``common`` fields."""
-        raise NotImplementedError
 
     def fixed(self, source: Any) -> dict[str, nn.Module]:
         """The modules of the fixed ``stage`` parts of ``source`` (a space or an architecture), by stage name."""
