@@ -9,8 +9,8 @@ curve (as a multiple of uniform), the final embedding spread and the test mAP of
 The base config is the search-vs-random benchmark's search (``--config`` to change it). ``fixed`` is a search
 strategy (docs/architecture.md, "Add a search strategy"): the weight step inside ``fixed_architecture``, no
 architecture step; its test mAP is that path's with the shared weights after BatchNorm recalibration.
-``sampled``: the search as configured, its mAP the argmax path's. The figures of docs/training_recipe.md ("Why the op-choice supernet
-stays at chance") come from these commands.
+``sampled``: the search as configured, its mAP the argmax path's. The figures of docs/training_recipe.md
+("Why the op-choice supernet stays at chance") come from these commands.
 """
 
 from __future__ import annotations
