@@ -1,10 +1,13 @@
 """The weight-training paths of a search (search.sampling): uniform draws are uniform (chi-square over 3000
 draws), fair paths use every option of every choice (exactly once where a choice has the most options),
-a fair step runs every candidate op once and updates the weights once, and both modes search end to end."""
+a fair step runs every candidate op once and updates the weights once, a sandwich step runs the costliest
+and the cheapest path and distils the others from the costliest, and all modes search end to end."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from scipy import stats
 from dcsnas.config import load_config
 from dcsnas.engine.rundir import create_run_dir
 from dcsnas.errors import ConfigError
+from dcsnas.losses.distillation import soft_label_distillation
 from dcsnas.nas.config import SearchConfig
 from dcsnas.nas.ops import MixedBlock
 from dcsnas.nas.paths import fair_paths, uniform_path
@@ -92,7 +96,55 @@ def test_a_fair_step_runs_every_candidate_op_once_and_updates_once(tiny_data, tm
     assert all(torch.equal(alpha[k], v) for k, v in searcher.model.arch.state_dict().items())  # α untouched
 
 
-@pytest.mark.parametrize("sampling", ["uniform", "fair"])
+def test_a_sandwich_step_trains_the_costliest_and_cheapest_paths_and_distils_the_others(tiny_data, tmp_path,
+                                                                                        monkeypatch):
+    cfg = search_config(tiny_data, "search.sampling=sandwich", "search.sandwich_paths=2")
+    searcher = Searcher(cfg, create_run_dir(tmp_path / "run", "search", cfg), show_progress=False)
+    paths, distill, updates = [], [], []
+    fixed = searcher.model.fixed_architecture
+
+    @contextmanager
+    def recording(indices):
+        paths.append(dict(indices))
+        with fixed(indices) as model:
+            yield model
+
+    monkeypatch.setattr(searcher.model, "fixed_architecture", recording)
+    monkeypatch.setattr("dcsnas.nas.search.soft_label_distillation",
+                        lambda s, t: distill.append(soft_label_distillation(s, t)) or distill[-1])
+    searcher.training.updates.update = lambda total, original=searcher.training.updates.update: (
+        updates.append(1), original(total))
+    low, high = searcher.costs.bounds("flops")  # the space's extremes (tested against enumeration)
+    step = searcher.weight_step(0)
+    loader = iter(searcher.train_loader)
+    for n in range(1, 3):  # every step
+        images, pids, _, _ = next(loader)
+        result = step(images, pids)
+        assert len(paths) == 4 * n and len(updates) == n and torch.isfinite(result.terms["total"])
+        first, second = paths[-4], paths[-3]
+        assert searcher.costs.exact(first) == high and searcher.costs.exact(second) == low
+        assert distill[-4].item() == 0.0  # the costliest path is the teacher: no distillation term
+        assert all(d.item() > 0 for d in distill[-3:])
+        assert result.terms["distill"].item() == pytest.approx(sum(d.item() for d in distill[-4:]) / 4)
+
+
+def test_soft_label_distillation_is_the_tempered_kl_from_the_teacher():
+    student = torch.tensor([[0.0, 0.0], [1.0, 0.0]], requires_grad=True)
+    teacher = torch.tensor([[math.log(3.0), 0.0], [1.0, 0.0]], requires_grad=True)
+    # row 1: p_t = (3/4, 1/4), p_s = (1/2, 1/2); row 2: equal logits, KL 0; batch mean
+    expected = (0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)) / 2
+    value = soft_label_distillation([student], [teacher])
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+    # T = 2: softmax of the halved logits, times T²; row 1: p_t = (√3, 1)/(√3 + 1)
+    pt = math.sqrt(3) / (math.sqrt(3) + 1)
+    expected_t2 = 4 * (pt * math.log(pt / 0.5) + (1 - pt) * math.log((1 - pt) / 0.5)) / 2
+    assert soft_label_distillation([student], [teacher], 2.0).item() == pytest.approx(expected_t2, rel=1e-6)
+    value.backward()
+    assert teacher.grad is None and student.grad.abs().sum() > 0  # the teacher's labels are fixed
+    assert soft_label_distillation([teacher], [teacher]).item() == 0.0
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "fair", "sandwich"])
 def test_search_with_uniform_or_fair_paths_writes_its_architecture(tiny_data, tmp_path, sampling):
     cfg = search_config(tiny_data, f"search.sampling={sampling}", "optim.epochs=2", "search.warmup_epochs=1")
     metrics = Searcher(cfg, create_run_dir(tmp_path / "run", "search", cfg), show_progress=False).fit()

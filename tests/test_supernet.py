@@ -120,15 +120,16 @@ CASES = {  # choice type → labels that differ from WIDEST_K3
 }
 
 
-@pytest.fixture(scope="module")
-def faithful(tmp_path_factory):
+@pytest.fixture(scope="module", params=["separate", "nested"])
+def faithful(tmp_path_factory, request):
     """The space, its cost table and a float64 supernet whose weights are all non-trivial: BN statistics and
-    affine parameters, attentions acting (gamma ≠ 0), DCS gates that drop about half the channels."""
+    affine parameters, attentions acting (gamma ≠ 0), DCS gates that drop about half the channels; its op
+    candidates with separate or nested weights."""
     path = tmp_path_factory.mktemp("space") / "faithful.yaml"
     path.write_text(yaml.safe_dump(FAITHFUL_SPACE))
     space = load_space(path)
     torch.manual_seed(0)
-    supernet = SuperNet(space, num_classes=7).double().eval()
+    supernet = SuperNet(space, num_classes=7, op_weights=request.param).double().eval()
     gates = torch.Generator().manual_seed(3)  # the gates' own draws: no matter where their slots sit
     with torch.no_grad():
         for name, module in supernet.named_modules():
@@ -172,7 +173,7 @@ def test_supernet_path_computes_the_derived_network(faithful, tmp_path, case):
                     h = stage(h)
                     if name == "s2":
                         break
-                assert 0.2 < float(attention.attend(h).dcs_kept) < 0.8
+                assert 0.1 < float(attention.attend(h).dcs_kept) < 0.9  # the gates drop some channels
         with supernet.fixed_architecture(indices):
             torch.testing.assert_close(supernet.forward_features(x), expected, rtol=1e-9, atol=1e-9)
             torch.testing.assert_close(supernet(x), child(x), rtol=1e-9, atol=1e-9)
@@ -451,3 +452,40 @@ def test_the_supernet_forward_compiles(space):
     x = torch.randn(2, 3, *INPUT)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x, weights, True), supernet(x, weights, True))
+
+
+def test_nested_op_weights_share_one_superkernel_per_block(space):
+    """``op_weights: nested``: a block of ir_k3_e3, ir_k5_e3, ir_k3_e6 and skip holds the weights of one
+    ir_k5_e6 (Single-Path NAS / OFA); the k3_e3 child is the centre 3×3 of its depthwise kernel and its first
+    3·C_in hidden channels; a step on the k3_e3 path moves only those weights (not the kernel's outer ring,
+    not the hidden channels beyond 3·C_in)."""
+    torch.manual_seed(0)
+    part = next(p for p in space.parts() if p.kind == "block" and p.payload.key == "s2/1/op")  # widths (12, 16)
+    assert list(part.payload.labels) == ["ir_k3_e3", "ir_k5_e3", "ir_k3_e6", "skip"]
+    nested = MixedBlock(part.payload, part.width_in, part.width_out, part.stride, op_weights="nested")
+    separate = MixedBlock(part.payload, part.width_in, part.width_out, part.stride)
+    n = sum(p.numel() for p in nested.parameters())
+    hidden = 6 * 16  # the widest width times the largest expansion
+    # expand 16→96 (+BN), depthwise 5×5 on 96 (+BN), project 96→16 (+BN), counted by hand
+    assert n == 16 * hidden + 2 * hidden + hidden * 25 + 2 * hidden + hidden * 16 + 2 * 16
+    def block(e: int, k: int) -> int:
+        return 16 * 16 * e + 2 * 16 * e + 16 * e * k * k + 2 * 16 * e + 16 * e * 16 + 2 * 16
+
+    assert sum(p.numel() for p in separate.parameters()) == block(3, 3) + block(3, 5) + block(6, 3)
+
+    superkernel = nested.candidates[0].depthwise[0].weight
+    child = nested.child({"s2/1/op": 0, "s2/width": 0})  # ir_k3_e3 at width 12: hidden 36
+    assert child.depthwise[0].weight.shape == (36, 1, 3, 3)
+    assert torch.equal(child.depthwise[0].weight, superkernel[:36, :, 1:4, 1:4])
+    assert torch.equal(child.expand[0].weight, nested.candidates[0].expand[0].weight[:36, :12])
+
+    x = torch.randn(4, 16, 8, 4)
+    x[:, 12:] = 0
+    weights = {"s2/1/op": _one_hot(0, 4).float(), "s2/width": _one_hot(0, 2).float()}
+    nested.train()(x, weights, single_path=True).square().sum().backward()
+    grad = superkernel.grad
+    assert grad[:36, :, 1:4, 1:4].abs().sum() > 0
+    ring = torch.ones(5, 5, dtype=torch.bool)
+    ring[1:4, 1:4] = False
+    assert grad[:, :, ring].abs().sum() == 0 and grad[36:].abs().sum() == 0
+    assert nested.candidates[0].expand[0].weight.grad[36:].abs().sum() == 0

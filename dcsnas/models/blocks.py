@@ -38,13 +38,19 @@ class ConvBNAct(nn.Sequential):
             layers.append(nn.ReLU6(inplace=True))
         super().__init__(*layers)
 
-    def leading(self, x: torch.Tensor, in_channels: int, channels: int) -> torch.Tensor:
+    def leading(self, x: torch.Tensor, in_channels: int, channels: int, kernel: int | None = None) -> torch.Tensor:
         """The layer with only its first ``channels`` filters, reading the ``in_channels`` channels of ``x`` (the
-        leading ones of its input); BN statistics update the same leading entries. (Channel counts are
-        arguments, not read from ``x.shape``, so the forward traces.)"""
+        leading ones of its input), and with the centre ``kernel``×``kernel`` of its kernel (``None``: all of
+        it; padding kernel//2); BN statistics update the same leading entries. (Channel counts are arguments,
+        not read from ``x.shape``, so the forward traces.)"""
         conv, bn = self[0], self[1]
         groups = channels if conv.groups > 1 else 1  # depthwise stays depthwise
-        y = F.conv2d(x, conv.weight[:channels, :in_channels // groups], None, conv.stride, conv.padding, 1, groups)
+        weight = conv.weight[:channels, :in_channels // groups]
+        padding = conv.padding
+        if kernel is not None and kernel != conv.kernel_size[0]:
+            start = (conv.kernel_size[0] - kernel) // 2
+            weight, padding = weight[:, :, start:start + kernel, start:start + kernel], kernel // 2
+        y = F.conv2d(x, weight, None, conv.stride, padding, 1, groups)
         momentum = 0.0
         if bn.training:  # as nn.BatchNorm2d: momentum None is the cumulative average
             bn.num_batches_tracked.add_(1)
@@ -156,8 +162,19 @@ class Stage(nn.Sequential, Mixed):
 
 def with_leading_weights(child: nn.Module, source: nn.Module) -> nn.Module:
     """``child`` holding the leading slices of ``source``'s tensors of the same names (a copy): the weights of a
-    narrower module cut from a wider one built alike (width masks keep the leading channels)."""
+    narrower module cut from a wider one built alike (width masks keep the leading channels). The spatial
+    dimensions of conv kernels (dims 2 and 3 of a 4-D tensor) take the centre instead: a k×k kernel cut from
+    a larger one, as :meth:`ConvBNAct.leading` runs it."""
     state = source.state_dict()
-    child.load_state_dict({name: state[name][tuple(slice(0, n) for n in value.shape)].clone()
-                           for name, value in child.state_dict().items()}, assign=True)
+
+    def cut(have: torch.Tensor, want: torch.Size) -> torch.Tensor:
+        index = [slice(0, n) for n in want]
+        if have.dim() == 4:
+            for d in (2, 3):
+                start = (have.shape[d] - want[d]) // 2
+                index[d] = slice(start, start + want[d])
+        return have[tuple(index)].clone()
+
+    child.load_state_dict({name: cut(state[name], value.shape) for name, value in child.state_dict().items()},
+                          assign=True)
     return child

@@ -18,7 +18,11 @@ class NASConfig:
 
     ``space``: search-space YAML. ``mode``: ``soft`` (all candidates, weighted) or ``hard`` (one sampled
     path per step). ``sampling``: the paths the weight steps train (:mod:`dcsnas.nas.paths`): ``gumbel``
-    (drawn from α), ``uniform`` (SPOS) or ``fair`` (FairNAS; hard mode, one process).
+    (drawn from α), ``uniform`` (SPOS), ``fair`` (FairNAS; hard mode, one process) or ``sandwich`` (BigNAS:
+    the costliest, the cheapest and ``sandwich_paths`` uniform paths per step, all but the costliest
+    distilled from it with weight ``distill_weight``; hard mode, one process). ``op_weights``:
+    ``separate`` (each op candidate its own weights) or ``nested`` (a block's inverted-residual candidates
+    share one superkernel: :class:`~dcsnas.nas.ops.MixedBlock`).
     Gumbel temperature τ = ``tau_start`` · ``tau_decay``^epoch (FBNet: 5, ×0.956).
     ``warmup_epochs`` E₀: weight steps only. Architecture steps: Adam on α with DARTS's and GDAS's settings
     (``arch_lr`` 3·10⁻⁴, betas (0.5, 0.999), ``arch_weight_decay`` 10⁻³).
@@ -33,7 +37,10 @@ class NASConfig:
 
     space: str = "search_spaces/mbv2_reid.yaml"
     mode: Literal["soft", "hard"] = "hard"
-    sampling: Literal["gumbel", "uniform", "fair"] = "gumbel"
+    sampling: Literal["gumbel", "uniform", "fair", "sandwich"] = "gumbel"
+    sandwich_paths: int = ranged(2, ge=0, le=64)
+    distill_weight: float = ranged(1.0, ge=0)
+    op_weights: Literal["separate", "nested"] = "separate"
     tau_start: float = ranged(5.0, gt=0)
     tau_decay: float = ranged(0.956, gt=0, le=1)
     warmup_epochs: int = 2

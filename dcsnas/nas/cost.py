@@ -79,22 +79,36 @@ class CostModel:
         return int(round(sum(float(getattr(t, metric)[tuple(indices[k] for k in t.keys)]) for t in self.terms)))
 
     def bounds(self, metric: str = "flops") -> tuple[int, int]:
-        """(smallest, largest) cost of any architecture of the space: choices shared by several terms (the
-        widths) are enumerated, those private to one term are minimised/maximised inside it."""
+        """(smallest, largest) cost of any architecture of the space."""
+        smallest, largest = self.extremes(metric)
+        return self.exact(smallest, metric), self.exact(largest, metric)
+
+    def extremes(self, metric: str = "flops") -> tuple[dict[str, int], dict[str, int]]:
+        """The option indices of the cheapest and of the costliest architecture of the space: choices shared by
+        several terms (the widths) are enumerated, those private to one term are minimised/maximised inside
+        it."""
         counts: dict[str, int] = {}
         for t in self.terms:
             for k in t.keys:
                 counts[k] = counts.get(k, 0) + 1
         shared = [k for k, n in counts.items() if n > 1 and self.sizes[k] > 1]
-        low, high = float("inf"), float("-inf")
+        best: list[tuple[float, float, dict[str, int]]] = []
         for combo in itertools.product(*(range(self.sizes[k]) for k in shared)):
             fixed = dict(zip(shared, combo))
-            lo = hi = 0.0
-            for t in self.terms:
-                table = getattr(t, metric)[tuple(fixed.get(k, slice(None)) for k in t.keys)]
-                lo, hi = lo + float(table.min()), hi + float(table.max())
-            low, high = min(low, lo), max(high, hi)
-        return int(round(low)), int(round(high))
+            for sign in (1.0, -1.0):  # 1: the cheapest, -1: the costliest
+                indices = {k: 0 for k in self.sizes} | fixed
+                total = 0.0
+                for t in self.terms:
+                    table = getattr(t, metric)[tuple(fixed.get(k, slice(None)) for k in t.keys)]
+                    flat = int((sign * table).argmin()) if table.dim() else 0
+                    free = [k for k in t.keys if k not in fixed]
+                    for k, i in zip(free, torch.unravel_index(torch.tensor(flat), table.shape) if free else ()):
+                        indices[k] = int(i)
+                    total += sign * float(table.reshape(-1)[flat])
+                best.append((total, sign, indices))
+        cheapest = min((b for b in best if b[1] > 0), key=lambda b: b[0])[2]
+        costliest = min((b for b in best if b[1] < 0), key=lambda b: b[0])[2]
+        return cheapest, costliest
 
 
 class _Meter:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -82,64 +82,72 @@ def choose(weights: Tensor, single_path: bool, run, identity: Tensor | None = No
 
 
 class MaskedInvertedResidual(InvertedResidual):
-    """:class:`~dcsnas.models.blocks.InvertedResidual` at the widest widths, with width masks.
+    """:class:`~dcsnas.models.blocks.InvertedResidual` at the widest widths, with width masks; with nested op
+    weights, also at the largest kernel and expansion of the candidates that share it.
 
     Args:
         widths_in: input width options (the previous stage's choice, or the own one after block 0).
         widths_out: output width options.
-        stride, kernel, expansion: as in ``InvertedResidual``.
+        stride, kernel, expansion: as in ``InvertedResidual`` (the largest of the sharing candidates).
         shared: True when input and output widths are the same choice (blocks after the first).
+        expansions: the expansions of the candidates that run through this block (default: ``expansion``).
 
-    ``forward(x, w_in, w_out, sliced=False)``: ``x`` ``[B, max(widths_in), H, W]`` (masked), ``w_in``
-    ``[n_in]``, ``w_out`` ``[n_out]`` → ``[B, max(widths_out), H', W']``. The residual is added with weight
-    P(width_in = width_out), 1 for a shared choice, so that it exists exactly where the child network has one.
-    ``sliced`` (one-hot weights only): compute the selected widths alone (module docstring).
+    ``forward(x, w_in, w_out, sliced=False, kernel=None, expansion=None)``: ``x`` ``[B, max(widths_in), H,
+    W]`` (masked), ``w_in`` ``[n_in]``, ``w_out`` ``[n_out]`` → ``[B, max(widths_out), H', W']``. ``kernel``
+    and ``expansion`` pick a sharing candidate (``None``: the block's own): it runs the centre
+    ``kernel``×``kernel`` of the depthwise kernel and the first ``expansion``·C_in hidden channels. The
+    residual is added with weight P(width_in = width_out), 1 for a shared choice, so that it exists exactly
+    where the child network has one. ``sliced`` (one-hot weights only): compute the selected widths alone
+    (module docstring).
     """
 
     def __init__(self, widths_in: Sequence[int], widths_out: Sequence[int], stride: int, kernel: int,
-                 expansion: int, shared: bool):
+                 expansion: int, shared: bool, expansions: Sequence[int] | None = None):
         super().__init__(max(widths_in), max(widths_out), stride, kernel, expansion)
         self.widths_in, self.widths_out = tuple(widths_in), tuple(widths_out)
         self.stride, self.kernel, self.expansion, self.shared = stride, kernel, expansion, shared
-        self.register_buffer("hidden_masks", mask_matrix(widths_in, expansion), persistent=False)
+        self.expansions = tuple(expansions or (expansion,))
+        hidden_masks = torch.zeros(len(self.expansions), len(widths_in), expansion * max(widths_in))
+        for i, e in enumerate(self.expansions):
+            hidden_masks[i, :, :e * max(widths_in)] = mask_matrix(widths_in, e)
+        self.register_buffer("hidden_masks", hidden_masks, persistent=False)
         self.register_buffer("out_masks", mask_matrix(widths_out), persistent=False)
         equal = torch.tensor([[float(a == b) for b in widths_out] for a in widths_in])
         self.register_buffer("equal_widths", equal, persistent=False)
         self.residual = stride == 1 and (shared or bool(equal.any()))
 
-    def forward(self, x: Tensor, w_in: Tensor, w_out: Tensor, sliced: bool = False) -> Tensor:
+    def forward(self, x: Tensor, w_in: Tensor, w_out: Tensor, sliced: bool = False, kernel: int | None = None,
+                expansion: int | None = None) -> Tensor:
+        kernel, expansion = kernel or self.kernel, expansion or self.expansion
         if sliced:
-            return self._forward_sliced(x, w_in, w_out)
-        hidden = channel_mask(w_in, self.hidden_masks, x) if len(w_in) > 1 else None
-        h = self.expand(x)
-        if hidden is not None and self.expansion != 1:
-            h = h * hidden
-        h = self.depthwise(h)
-        if hidden is not None:
-            h = h * hidden
-        y = self.project(h)
-        if len(w_out) > 1:
-            y = y * channel_mask(w_out, self.out_masks, y)
-        return self._add_residual(y, x, w_in, w_out, max(self.widths_in), max(self.widths_out))
-
-    def narrowed(self, width_in: int, width_out: int) -> InvertedResidual:
-        """The standalone block at widths ``width_in`` → ``width_out`` with the leading slices of the weights."""
-        with torch.device("meta"):
-            block = InvertedResidual(width_in, width_out, self.stride, self.kernel, self.expansion)
-        return with_leading_weights(block, self)
-
-    def _forward_sliced(self, x: Tensor, w_in: Tensor, w_out: Tensor) -> Tensor:
-        c_in, c_out = self.widths_in[int(w_in.argmax())], self.widths_out[int(w_out.argmax())]
-        hidden = self.expansion * c_in
-        x = x[:, :c_in]
-        h = self.expand.leading(x, c_in, hidden) if self.expansion != 1 else x
-        h = self.depthwise.leading(h, hidden, hidden)
-        if len(w_in) > 1:
-            h = h * channel_mask(w_in, self.hidden_masks[:, :hidden], h)
+            c_in, c_out = self.widths_in[int(w_in.argmax())], self.widths_out[int(w_out.argmax())]
+            x = x[:, :c_in]
+        else:
+            c_in, c_out = max(self.widths_in), max(self.widths_out)
+        hidden = expansion * c_in
+        hidden_mask = None
+        if len(w_in) > 1 or expansion != self.expansion:
+            masks = self.hidden_masks[self.expansions.index(expansion), :, :hidden]
+            hidden_mask = channel_mask(w_in, masks, x)
+        h = self.expand.leading(x, c_in, hidden) if expansion != 1 else x
+        if hidden_mask is not None and not sliced and expansion != 1:
+            h = h * hidden_mask
+        h = self.depthwise.leading(h, hidden, hidden, kernel)
+        if hidden_mask is not None:
+            h = h * hidden_mask
         y = self.project.leading(h, hidden, c_out)
         if len(w_out) > 1:
             y = y * channel_mask(w_out, self.out_masks[:, :c_out], y)
         return _fit_channels(self._add_residual(y, x, w_in, w_out, c_in, c_out), c_out, max(self.widths_out))
+
+    def narrowed(self, width_in: int, width_out: int, kernel: int | None = None,
+                 expansion: int | None = None) -> InvertedResidual:
+        """The standalone block at widths ``width_in`` → ``width_out`` (and the sharing candidate ``kernel``,
+        ``expansion``) with the leading slices of the weights and the centre of the depthwise kernel."""
+        with torch.device("meta"):
+            block = InvertedResidual(width_in, width_out, self.stride, kernel or self.kernel,
+                                     expansion or self.expansion)
+        return with_leading_weights(block, self)
 
     def _add_residual(self, y: Tensor, x: Tensor, w_in: Tensor, w_out: Tensor, c_in: int, c_out: int) -> Tensor:
         """``y`` (``c_out`` channels) plus the residual ``x`` (``c_in`` channels) where the child has one."""
@@ -160,12 +168,14 @@ def _fit_channels(x: Tensor, have: int, want: int) -> Tensor:
 
 
 class MaskedSkip(nn.Module):
-    """The ``skip`` op: ``forward(x, w_in, w_out, sliced) = x`` (only where input and output widths agree)."""
+    """The ``skip`` op: ``forward(x, w_in, w_out, sliced, ...) = x`` (only where input and output widths
+    agree)."""
 
-    def forward(self, x: Tensor, w_in: Tensor, w_out: Tensor, sliced: bool = False) -> Tensor:
+    def forward(self, x: Tensor, w_in: Tensor, w_out: Tensor, sliced: bool = False, kernel: None = None,
+                expansion: None = None) -> Tensor:
         return x
 
-    def narrowed(self, width_in: int, width_out: int) -> nn.Identity:
+    def narrowed(self, width_in: int, width_out: int, kernel: None = None, expansion: None = None) -> nn.Identity:
         return nn.Identity()
 
 
@@ -188,30 +198,63 @@ class MaskedConvHead(ConvBNAct, Mixed):
 
 class MixedBlock(Mixed):
     """One block of the supernet: the candidates of ``op`` between the width choices ``width_in`` and
-    ``width_out``. ``[B, max(width_in), H, W]`` → ``[B, max(width_out), H', W']``."""
+    ``width_out``. ``[B, max(width_in), H, W]`` → ``[B, max(width_out), H', W']``.
 
-    def __init__(self, op: Choice, width_in: Choice, width_out: Choice, stride: int):
+    ``op_weights``: ``separate`` gives every inverted-residual candidate its own weights; ``nested`` runs
+    them all through one :class:`MaskedInvertedResidual` at the largest kernel and expansion, candidate
+    (k, e) on the centre k×k of its depthwise kernel and its first e·C_in hidden channels: the superkernel
+    of Single-Path NAS (Stamoulis et al. 2019) and the elastic kernel and expansion of Once-for-All (Cai et
+    al. 2020). Every path then trains the same weights, where separate candidates each see the steps that
+    sample them (docs/training_recipe.md). ``candidates``: the distinct modules; ``routes[j]`` = (index in
+    ``candidates``, kernel, expansion) of option j.
+    """
+
+    def __init__(self, op: Choice, width_in: Choice, width_out: Choice, stride: int,
+                 op_weights: Literal["separate", "nested"] = "separate"):
         super().__init__()
         self.key, self.keys = op.key, (op.key, width_in.key, width_out.key)
         self.widths_in, self.widths_out = tuple(width_in.options), tuple(width_out.options)
         self.residual = width_in == width_out and stride == 1  # every candidate is x + F(x)
-        candidates = []
-        for name in op.options:
-            spec = parse_op(name)
-            candidates.append(MaskedSkip() if spec is None else MaskedInvertedResidual(
-                width_in.options, width_out.options, stride, *spec, shared=width_in == width_out))
+        specs = [parse_op(name) for name in op.options]
+        inverted = [spec for spec in specs if spec is not None]
+
+        def block(kernel: int, expansion: int, expansions: Sequence[int]) -> MaskedInvertedResidual:
+            return MaskedInvertedResidual(width_in.options, width_out.options, stride, kernel, expansion,
+                                          shared=width_in == width_out, expansions=expansions)
+
+        nested = op_weights == "nested" and len(inverted) > 1
+        candidates: list[nn.Module] = []
+        self.routes: list[tuple[int, int | None, int | None]] = []
+        if nested:
+            expansions = sorted({e for _, e in inverted})
+            candidates.append(block(max(k for k, _ in inverted), max(expansions), expansions))
+        for spec in specs:
+            if spec is None:
+                self.routes.append((len(candidates), None, None))
+                candidates.append(MaskedSkip())
+            elif nested:
+                self.routes.append((0, *spec))
+            else:
+                self.routes.append((len(candidates), *spec))
+                candidates.append(block(*spec, None))
         self.candidates = nn.ModuleList(candidates)
 
     def forward(self, x: Tensor, weights: ArchWeights, single_path: bool) -> Tensor:
         """``x`` and the architecture weights (module docstring) -> the block's output."""
         w_op, w_in, w_out = (weights[k] for k in self.keys)
-        return choose(w_op, single_path, lambda j: self.candidates[j](x, w_in, w_out, sliced=single_path),
-                      x if self.residual else None)
+
+        def run(j: int) -> Tensor:
+            index, kernel, expansion = self.routes[j]
+            return self.candidates[index](x, w_in, w_out, sliced=single_path, kernel=kernel, expansion=expansion)
+
+        return choose(w_op, single_path, run, x if self.residual else None)
 
     def child(self, indices: Mapping[str, int]) -> nn.Module:
         """The chosen op at the chosen widths, its weights cut from the candidate's."""
         op, width_in, width_out = (indices[k] for k in self.keys)
-        return self.candidates[op].narrowed(self.widths_in[width_in], self.widths_out[width_out])
+        index, kernel, expansion = self.routes[op]
+        return self.candidates[index].narrowed(self.widths_in[width_in], self.widths_out[width_out], kernel,
+                                               expansion)
 
 
 class AttentionAtWidths(nn.Module):

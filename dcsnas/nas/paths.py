@@ -9,6 +9,11 @@
   optimizer step on their summed losses; the m paths together use every option of every choice with m
   options exactly once (strict fairness; m = the largest number of options), each choice with fewer
   options every one of its options at least once (:func:`fair_paths`).
+- ``sandwich`` (Yu et al., "BigNAS: Scaling Up Neural Architecture Search with Big Single-Stage Models",
+  ECCV 2020; the sandwich rule of Yu & Huang, "Universally Slimmable Networks", ICCV 2019): every weight
+  step trains the costliest path, the cheapest one and n uniform ones on the same batch, one optimizer step on
+  their summed losses; all but the costliest also learn its soft labels (in-place distillation,
+  :func:`~dcsnas.losses.distillation.soft_label_distillation`) (:func:`sandwich_paths`).
 
 A path maps every choice key to an option index. Draws come from the supernet's architecture generator, the
 same on every DDP rank, so all ranks train the same paths.
@@ -46,3 +51,9 @@ def fair_paths(choices: Mapping[str, Choice], generator: torch.Generator) -> lis
         order = torch.randperm(m, generator=generator, device=generator.device).tolist()
         columns[key] = [options[i] for i in order]
     return [{key: column[k] for key, column in columns.items()} for k in range(m)]
+
+
+def sandwich_paths(choices: Mapping[str, Choice], cheapest: Path, costliest: Path, n: int,
+                   generator: torch.Generator) -> list[Path]:
+    """The costliest path, the cheapest one and ``n`` paths of :func:`uniform_path`, in that order."""
+    return [dict(costliest), dict(cheapest)] + [uniform_path(choices, generator) for _ in range(n)]

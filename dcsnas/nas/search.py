@@ -82,12 +82,13 @@ from dcsnas.engine.trainer import (
 )
 from dcsnas.errors import ConfigError
 from dcsnas.losses.criterion import ReIDCriterion
+from dcsnas.losses.distillation import soft_label_distillation
 from dcsnas.models.arch import Arch, write_arch
 from dcsnas.models.builder import arch_params
 from dcsnas.nas.arch import SPACE_FILE, derive_arch
 from dcsnas.nas.config import SearchConfig
 from dcsnas.nas.cost import CostLoss, CostModel, cached_costs
-from dcsnas.nas.paths import fair_paths, uniform_path
+from dcsnas.nas.paths import fair_paths, sandwich_paths, uniform_path
 from dcsnas.nas.plots import probability_heatmap
 from dcsnas.nas.recalibration import recalibrate_bn
 from dcsnas.nas.space import SearchSpace, load_space, parse_space
@@ -153,15 +154,17 @@ class Searcher(LoopHandle):
         self.strategy = strategy or dcs_step
         self.space = load_space(nas.space)
         self.rt = rt = open_runtime(cfg, run, show_progress)  # under torchrun: after the rendezvous
-        if nas.sampling == "fair" and rt.dist.enabled:
-            raise ConfigError("search.sampling = 'fair' runs several forward passes before one backward and is "
-                              "not supported under torchrun (DDP); use one process or search.sampling: uniform")
+        if nas.sampling in ("fair", "sandwich") and rt.dist.enabled:
+            raise ConfigError(f"search.sampling = {nas.sampling!r} runs several forward passes before one backward "
+                              "and is not supported under torchrun (DDP); use one process or search.sampling: "
+                              "uniform")
         data = ReIDData.load(cfg)
         # the weights train on the weight split, α on the architecture split
         weight_split, self.arch_records = split_for_search(data.train_records, nas.arch_fraction, nas.split, cfg.seed)
         self.data = replace(data, train_records=weight_split, num_classes=len({r.pid for r in weight_split}))
         num_classes = self.data.num_classes
-        self.model = prepare_model(SuperNet(self.space, num_classes, cfg.head, nas.mode, nas.tau_start), cfg, rt)
+        self.model = prepare_model(SuperNet(self.space, num_classes, cfg.head, nas.mode, nas.tau_start,
+                                                    nas.op_weights), cfg, rt)
         self.training = WeightTraining(cfg, self.model, self.model.weight_modules(), num_classes, rt)
         # DDP over the weight modules only (α is no DDP parameter); unused parameters: hard mode's single path
         self.train_model = wrap_ddp(WeightModules(self.model), rt, nas.mode == "hard" or cfg.head == "pcb"
@@ -243,8 +246,9 @@ class Searcher(LoopHandle):
     def weight_step(self, epoch: int) -> Step:
         """The weight step of ``search.sampling`` (task loss, + IB after its warm-up; :mod:`dcsnas.nas.paths`):
         ``gumbel``, the engine's weight step on the supernet, which draws its path from α; ``uniform``, the
-        same on a path drawn uniformly; ``fair``, one update on the summed losses of the paths of
-        :func:`~dcsnas.nas.paths.fair_paths` on the batch (its terms: their means)."""
+        same on a path drawn uniformly; ``fair`` and ``sandwich``, one update on the summed losses of the paths
+        of :func:`~dcsnas.nas.paths.fair_paths` or :func:`~dcsnas.nas.paths.sandwich_paths` on the batch (its
+        terms: their means; ``sandwich`` adds the distillation term ``distill``)."""
         ib = self.training.ib if self.training.ib is not None and self.training.ib.active(epoch) else None
         lr, criterion, model = self.cfg.optim.lr, self.training.criterion, self.model
         plain = weight_step(self.train_model, criterion, ib, self.training.updates, self.rt, lr)
@@ -256,16 +260,33 @@ class Searcher(LoopHandle):
             with model.fixed_architecture(uniform_path(model.arch.choices, generator)):
                 return plain(images, pids)
 
-        def fair(images: torch.Tensor, pids: torch.Tensor) -> StepResult:
-            runs = []
-            for path in fair_paths(model.arch.choices, generator):
+        def several(images: torch.Tensor, pids: torch.Tensor, paths: list[dict[str, int]],
+                    distill: bool) -> StepResult:
+            """One update on the summed losses of ``paths`` on the batch (``distill``: the first path's logits
+            teach the others); its terms: their means, the distillation term's over all paths."""
+            runs, teacher = [], None
+            for path in paths:
                 with model.fixed_architecture(path):
-                    runs.append(loss_terms(self.train_model, images, pids, criterion, ib, self.rt, lr)[0])
+                    terms, outputs = loss_terms(self.train_model, images, pids, criterion, ib, self.rt, lr)
+                if distill:
+                    teacher = teacher if teacher is not None else outputs["logits"]
+                    terms["distill"] = soft_label_distillation(outputs["logits"], teacher)
+                    terms["total"] = terms["total"] + self.cfg.search.distill_weight * terms["distill"]
+                runs.append(terms)
             self.training.updates.update(sum(terms["total"] for terms in runs))
             return StepResult({key: torch.stack([terms[key].detach() for terms in runs]).mean() for key in runs[0]},
                               {})
 
-        return uniform if sampling == "uniform" else fair
+        def fair(images: torch.Tensor, pids: torch.Tensor) -> StepResult:
+            return several(images, pids, fair_paths(model.arch.choices, generator), distill=False)
+
+        extremes = self.costs.extremes("flops") if sampling == "sandwich" else None
+
+        def sandwich(images: torch.Tensor, pids: torch.Tensor) -> StepResult:
+            paths = sandwich_paths(model.arch.choices, *extremes, self.cfg.search.sandwich_paths, generator)
+            return several(images, pids, paths, distill=True)
+
+        return {"uniform": uniform, "fair": fair, "sandwich": sandwich}[sampling]
 
     def arch_step(self, images: torch.Tensor, pids: torch.Tensor, ib_on: bool) -> StepResult:
         """L = cost(L_task) + η·IBB on an architecture-split batch; only α gets gradients and is updated."""

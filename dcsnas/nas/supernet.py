@@ -32,18 +32,19 @@ from dcsnas.nas.ops import ArchWeights, MaskedConvHead, MixedAttention, MixedBlo
 from dcsnas.nas.space import SearchSpace
 
 Mode = Literal["soft", "hard"]
+OpWeights = Literal["separate", "nested"]
 
 
 def _widths(width: Choice | int) -> list[int]:
     return list(width.options) if isinstance(width, Choice) else [width]
 
 
-def _super_module(part: Part) -> nn.Module:
+def _super_module(part: Part, op_weights: OpWeights) -> nn.Module:
     """The supernet module of one part (widths: the widest, masked by the choices)."""
     if part.kind == "stem":
         return stem(max(_widths(part.width_out)), part.stride)
     if part.kind == "block":
-        return MixedBlock(part.payload, part.width_in, part.width_out, part.stride)
+        return MixedBlock(part.payload, part.width_in, part.width_out, part.stride, op_weights)
     if part.kind == "attention":
         widths = _widths(part.width_out)
         return MixedAttention(part.payload, widths, part.width_out.key if len(widths) > 1 else None)
@@ -60,6 +61,8 @@ class SuperNet(ReIDModel):
         head: ``bnneck`` or ``pcb`` (:mod:`dcsnas.models.heads`).
         mode: ``soft`` (weighted sum of all candidates) or ``hard`` (one sampled path per step).
         tau: initial Gumbel-softmax temperature; the search loop anneals it.
+        op_weights: ``separate`` (every op candidate its own weights) or ``nested`` (one superkernel per block,
+            :class:`~dcsnas.nas.ops.MixedBlock`).
 
     ``forward(x, weights=None, single_path=None)``: the outputs of :class:`~dcsnas.models.builder.ReIDModel`
     on the architecture ``weights`` (choice key → ``[n]``; ``None``: :meth:`sample_weights`); in training the
@@ -68,9 +71,10 @@ class SuperNet(ReIDModel):
     """
 
     def __init__(self, space: SearchSpace, num_classes: int, head: str = "bnneck", mode: Mode = "hard",
-                 tau: float = 5.0):
+                 tau: float = 5.0, op_weights: OpWeights = "separate"):
         skeleton = SKELETONS[space.skeleton]
-        backbone, attentions = skeleton.build(space, space.parts(), _super_module, lambda w: max(_widths(w)), Stage)
+        backbone, attentions = skeleton.build(space, space.parts(), lambda part: _super_module(part, op_weights),
+                                              lambda w: max(_widths(w)), Stage)
         super().__init__(backbone, create_head(head, backbone.out_channels, num_classes), attentions, {})
         self.space = space
         self.arch = ArchDistribution(space.choices())
