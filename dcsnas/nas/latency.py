@@ -61,8 +61,9 @@ class Entry:
 
     @property
     def id(self) -> str:
-        """E.g. ``s2/1[s2/1/op=ir_k3_e3, s2/width=16]``; a fixed part: its name."""
-        return self.part + ("[" + ", ".join(f"{k}={v}" for k, v in self.options.items()) + "]" if self.options else "")
+        """E.g. ``s2/1[s2/1/op=ir_k3_e3, s2/width=16]`` (choices in sorted order); a fixed part: its name."""
+        options = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return self.part + (f"[{options}]" if options else "")
 
     def describe(self, batch: int) -> str:
         return "nothing" if self.spec is None else self.spec.describe(batch)
@@ -197,13 +198,15 @@ def check_document(doc: Any, source: str) -> dict[str, Any]:
     if doc.get("format") != FORMAT or doc.get("version") != VERSION:
         fail(f"format = {str(doc.get('format'))[:80]!r}, version = {str(doc.get('version'))[:20]}; expected "
              f"{FORMAT!r}, version {VERSION} (written by dcsnas bench latency-table)")
-    for key in ("space", "device", "torch", "unit"):
+    for key in ("space", "device", "device_name", "torch", "unit"):
         if not _is_text(doc.get(key)):
             fail(f"'{key}' must be a string (at most {MAX_TEXT} characters)")
     if doc["unit"] != "ms":
         fail(f"unit = {doc['unit'][:20]!r}; expected 'ms'")
     if not _is_int(doc.get("batch"), 1, 1 << 20):
         fail(f"'batch' must be a positive int, got {str(doc.get('batch'))[:40]}")
+    if not _is_int(doc.get("threads"), 1, 1 << 16):
+        fail(f"'threads' must be a positive int, got {str(doc.get('threads'))[:40]}")
     size = doc.get("input_size")
     if not (isinstance(size, list) and len(size) == 2 and all(_is_int(s, 1, 1 << 20) for s in size)):
         fail(f"'input_size' must be [height, width] in pixels, got {str(size)[:40]}")
