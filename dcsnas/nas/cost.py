@@ -325,9 +325,10 @@ class CostLoss:
                               f"in [{low / scale:.3f}, {high / scale:.3f}] {unit_name} (smallest, largest "
                               "architecture)")
         if cfg.kind == "fbnet" and low <= self.unit:
-            raise ConfigError(f"search.cost.{unit_key} = {self.unit:g}: the smallest architecture has "
-                              f"{low:g} {'ms' if latency else 'FLOPs'}, so log(F / {unit_key}) would not be positive; "
-                              f"use a {unit_key} below {low:g}")
+            smallest = f"{low:g}" if latency else str(int(round(low)))
+            raise ConfigError(f"search.cost.{unit_key} = {self.unit:g}: the smallest architecture has {smallest} "
+                              f"{'ms' if latency else 'FLOPs'}, so log(F / {unit_key}) would not be positive; use a "
+                              f"{unit_key} below {smallest}")
 
     def __call__(self, task: Tensor, distribution: ArchDistribution,
                  sampled: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
