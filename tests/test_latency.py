@@ -112,13 +112,16 @@ def test_a_hinge_on_latency_takes_its_target_in_ms_and_checks_it_against_the_tab
     with pytest.raises(ConfigError, match=r"search.cost.target_ms = 9 is outside the latency of the search space "
                                           r"at 32×16: expected a value in \[1.750, 3.900\] ms"):
         CostLoss(from_dict(CostConfig, {"metric": "latency", "kind": "hinge", "target_ms": 9}), costs)
+    with pytest.raises(ConfigError, match=r"search.cost.unit_ms = 2: the smallest architecture has 1.75 ms, so "
+                                          r"log\(F / unit_ms\) would not be positive; use a unit_ms below 1.75"):
+        CostLoss(from_dict(CostConfig, {"metric": "latency", "kind": "fbnet", "unit_ms": 2.0}), costs)
     hinge = CostLoss(from_dict(CostConfig, {"metric": "latency", "kind": "hinge", "target_ms": 2.0, "weight": 10,
                                             "tolerance": 0}), costs)
     dist = ArchDistribution(hand_space.choices())
     with torch.no_grad():  # argmax: ir_k5_e3 at width 12, 3.9 ms: 10 · (3.9 / 2 − 1) over the task loss
         dist.alphas["s1/0/op"].copy_(torch.tensor([0.0, 1.0]))
         dist.alphas["s1/width"].copy_(torch.tensor([0.0, 1.0]))
-    assert float(hinge(torch.tensor(1.0), dist, {})[0]) == pytest.approx(1 + 10 * (3.9 / 2 - 1), rel=1e-6)
+    assert float(hinge(torch.tensor(1.0), dist, {})[0].detach()) == pytest.approx(1 + 10 * (3.9 / 2 - 1), rel=1e-6)
 
 
 @pytest.mark.parametrize("values, message", [
@@ -251,9 +254,12 @@ def test_a_huge_deep_or_missing_table_file_is_refused_before_it_is_parsed(hand_s
         read_table(path, hand_space)
 
 
+def _nested(inner):
+    return st.lists(inner, min_size=1, max_size=3) | st.dictionaries(st.text(max_size=8), inner, min_size=1, max_size=3)
+
+
 JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False)
-                           | st.text(max_size=20), lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+                           | st.text(max_size=20) | st.just([]) | st.just({}), _nested, max_leaves=8)
 
 
 @settings(max_examples=150, deadline=None)
