@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dcsnas.cli import main
-from dcsnas.config import added_key, config_hash, from_dict
+from dcsnas.config import added_key, config_hash, from_dict, load_config
+from dcsnas.engine.rundir import create_run_dir, open_run_dir
 from dcsnas.errors import ConfigError
 from dcsnas.models.arch import load_arch
 from dcsnas.models.skeleton import SKELETONS
@@ -25,6 +26,7 @@ from dcsnas.nas.config import SearchConfig
 from dcsnas.nas.cost import CostConfig, CostLoss, measure_costs
 from dcsnas.nas.distribution import ArchDistribution
 from dcsnas.nas.latency import check_document, match_space, read_table, space_entries
+from dcsnas.nas.search import Searcher
 from dcsnas.nas.space import load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -305,6 +307,8 @@ def test_the_table_command_writes_a_table_the_search_reads(tmp_path, capsys):
     assert row["table_ms"] == pytest.approx(costs.value(indices, "latency"), abs=1e-4)
     assert row["relative_error"] == pytest.approx((row["table_ms"] - row["measured_ms"]) / row["measured_ms"],
                                                   abs=1e-3)
+    assert row["parts_ms"] > 0 and row["relative_error_parts"] == pytest.approx(
+        (row["parts_ms"] - row["measured_ms"]) / row["measured_ms"], abs=1e-3)
     with pytest.raises(ConfigError, match=r"is not a table of the space 'hand' at 64×32, batch 1: it has the extra "
                                           r"entry 's1/0\[s1/0/op=ir_k3_e6, s1/width=8, stem/width=8\]'"):
         read_table(out, parse_space(copy.deepcopy(HAND_SPACE), "hand"))
@@ -357,3 +361,14 @@ def test_a_latency_search_measures_its_table_or_copies_the_given_one(tiny_data, 
     assert "was measured at batch 1, search.cost.batch is 8" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
+
+
+def test_a_resumed_latency_search_reads_the_table_of_its_run_directory(tiny_data, tmp_path, monkeypatch):
+    cfg = load_config(SearchConfig, SEARCH, [f"data.root={tiny_data}", f"search.space={TINY_SPACE}",
+                                             "search.cost.metric=latency"])
+    monkeypatch.setattr(latency_module, "BLOCK_S", 0.0)
+    first = Searcher(cfg, create_run_dir(tmp_path / "run", "search", cfg), show_progress=False)
+    monkeypatch.setattr("dcsnas.nas.search.measure_table", lambda *a, **k: pytest.fail("measured again on resume"))
+    again = Searcher(cfg, open_run_dir(tmp_path / "run"), show_progress=False)
+    assert first.costs.has_latency and all(torch.equal(a.latency, b.latency)
+                                           for a, b in zip(first.costs.terms, again.costs.terms))
