@@ -86,8 +86,8 @@ def check_table(space: SearchSpace, costs: CostModel, table: dict[str, Any], arc
     errors = [abs(r["relative_error"]) for r in rows]
     backbone_errors = [abs(r["relative_error_backbone"]) for r in rows]
     return {
-        "space": space.name, "table": {k: table[k] for k in ("device", "device_name", "torch", "batch", "input_size",
-                                                             "threads", "warmup", "repeats")},
+        "space": space.name, "table": {k: table.get(k) for k in ("device", "device_name", "torch", "batch",
+                                                                 "input_size", "threads", "warmup", "repeats")},
         "measured": {"device": str(device), "threads": threads, "warmup": warmup, "repeats": repeats,
                      "torch": torch.__version__},
         "architectures": rows,

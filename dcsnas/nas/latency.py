@@ -27,7 +27,7 @@ import statistics
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -128,10 +128,9 @@ def device_name(device: torch.device) -> str:
 
 
 def measure_table(space: SearchSpace, input_size: tuple[int, int], batch: int, device: torch.device | str,
-                  threads: Optional[int] = None, warmup: int = 5, repeats: int = 20,
-                  report: Optional[Callable[[int, int], None]] = None) -> dict[str, Any]:
+                  threads: Optional[int] = None, warmup: int = 5, repeats: int = 20) -> dict[str, Any]:
     """The latency table of ``space`` (module docstring) as its JSON document; each distinct module is timed
-    once. ``threads``: CPU threads (default: torch's current number); ``report(done, total)`` after each module.
+    once. ``threads``: CPU threads (default: torch's current number).
     Random weights and inputs are drawn from torch's global generator (fork it to leave a run's draws alone)."""
     device = torch.device(device)
     threads = threads or torch.get_num_threads()
@@ -139,12 +138,8 @@ def measure_table(space: SearchSpace, input_size: tuple[int, int], batch: int, d
     entries = space_entries(space, input_size, fixed)
     distinct = {e.spec.key + e.spec.shape: e.spec for e in entries if e.spec is not None}
     times: dict[tuple, float] = {}
-    for i, (key, spec) in enumerate(distinct.items()):
-        module = spec.build()
-        times[key] = time_module(module, (batch, *spec.shape[1:]), device, threads, warmup, repeats)
-        del module
-        if report is not None:
-            report(i + 1, len(distinct))
+    for key, spec in distinct.items():
+        times[key] = time_module(spec.build(), (batch, *spec.shape[1:]), device, threads, warmup, repeats)
     return {
         "format": FORMAT, "version": VERSION, "space": space.name, "space_hash": config_hash(space),
         "device": str(device), "device_name": device_name(device), "torch": torch.__version__, "batch": batch,
