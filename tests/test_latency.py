@@ -294,11 +294,12 @@ def test_the_entries_follow_the_cost_terms(hand_space):
 def test_the_table_command_writes_a_table_the_search_reads(tmp_path, capsys):
     out = tmp_path / "lut.json"
     assert main(["bench", "latency-table", "--space", str(TINY_SPACE), "--input-size", "64", "32", "--threads", "1",
-                 "--warmup", "0", "--repeats", "1", "--check", "1", "--out", str(out)]) == 0
+                 "--warmup", "0", "--repeats", "1", "--check", "1", "--rounds", "2", "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     space = load_space(TINY_SPACE)
     doc, tables = read_table(out, space, (64, 32), 1)
     assert doc["threads"] == 1 and doc["device"] == "cpu" and doc["batch"] == 1 and doc["repeats"] == 1
+    assert printed["check"]["measured"]["rounds"] == 2
     assert printed["entries"] == len(doc["entries"]) == len(space_entries(space, (64, 32)))
     assert all(e["ms"] > 0 for e in doc["entries"] if e["module"] != "nothing")
     [row] = printed["check"]["architectures"]

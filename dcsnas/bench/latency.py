@@ -52,44 +52,53 @@ def random_architectures(space: SearchSpace, count: int, seed: int = 0) -> list[
 
 def check_table(space: SearchSpace, costs: CostModel, table: dict[str, Any], archs: int = 5, seed: int = 0,
                 device: torch.device | str = "cpu", threads: Optional[int] = None, warmup: int = 5,
-                repeats: int = 20, indices: Optional[list[dict[str, int]]] = None) -> dict[str, Any]:
+                repeats: int = 20, indices: Optional[list[dict[str, int]]] = None, rounds: int = 3) -> dict[str, Any]:
     """Table sum against measured latency for ``archs`` random architectures (or the given ``indices``), at the
     table's batch, input size and threads (unless ``threads``) (``costs``: the cost model with the table attached,
-    :meth:`~dcsnas.nas.cost.CostModel.with_latency`; ``table``: its document). Returns a JSON-ready dict: per
-    architecture its choices, ``table_ms``, ``parts_ms`` (its table modules timed again), ``measured_ms`` (whole
-    model), ``measured_backbone_ms`` and the relative errors; then the mean and largest absolute relative
-    errors."""
+    :meth:`~dcsnas.nas.cost.CostModel.with_latency`; ``table``: its document). Every time is the median over
+    ``rounds`` rounds that each time every architecture once (a burst of load from other processes falls on one
+    round, not on one architecture). Returns a JSON-ready dict: per architecture its choices, ``table_ms``,
+    ``parts_ms`` (its table modules timed again), ``measured_ms`` (whole model), ``measured_backbone_ms`` and the
+    relative errors; then the mean and largest absolute relative errors."""
     device = torch.device(device)
     threads = threads or table["threads"]
     batch, size = table["batch"], tuple(table["input_size"])
-    rows = []
     entries = space_entries(space, size, SKELETONS[space.skeleton].fixed(space))
+    choices = indices if indices is not None else random_architectures(space, archs, seed)
+    labels = [{c.key: c.labels[choice[c.key]] for c in space.choices()} for choice in choices]
+    times: list[dict[str, list[float]]] = [{"parts": [], "model": [], "backbone": []} for _ in choices]
     with tempfile.TemporaryDirectory() as folder:
-        for i, choice in enumerate(indices if indices is not None else random_architectures(space, archs, seed)):
+        models = []
+        for i, choice in enumerate(choices):
             path = Path(folder) / f"arch_{i}.json"
             write_arch(path, derive_arch(space, choice, costs, {}))
-            labels = {c.key: c.labels[choice[c.key]] for c in space.choices()}
-            parts = sum(time_module(e.spec.build(), (batch, *e.spec.shape[1:]), device, threads, warmup, repeats)
-                        for e in entries
-                        if e.spec is not None and all(labels[k] == v for k, v in e.options.items()))
-            model = create_model("searched", 751, arch=str(path))
-            measured = time_module(model, (batch, 3, *size), device, threads, warmup, repeats)
-            backbone = time_module(_Features(model), (batch, 3, *size), device, threads, warmup, repeats)
-            predicted = costs.value(choice, "latency")
-            searched = {c.key: labels[c.key] for c in space.choices() if c.searchable}
-            rows.append({"choices": searched, "mflops": costs.exact(choice, "flops") / 1e6,
-                         "table_ms": round(predicted, 4), "measured_ms": round(measured, 4),
-                         "relative_error": round((predicted - measured) / measured, 4),
-                         "parts_ms": round(parts, 4), "relative_error_parts": round((parts - measured) / measured, 4),
-                         "measured_backbone_ms": round(backbone, 4),
-                         "relative_error_backbone": round((predicted - backbone) / backbone, 4)})
+            models.append(create_model("searched", 751, arch=str(path)))
+        for _ in range(rounds):
+            for model, label, into in zip(models, labels, times):
+                into["parts"].append(sum(
+                    time_module(e.spec.build(), (batch, *e.spec.shape[1:]), device, threads, warmup, repeats)
+                    for e in entries if e.spec is not None and all(label[k] == v for k, v in e.options.items())))
+                into["model"].append(time_module(model, (batch, 3, *size), device, threads, warmup, repeats))
+                into["backbone"].append(time_module(_Features(model), (batch, 3, *size), device, threads, warmup,
+                                                    repeats))
+    rows = []
+    for choice, label, timed in zip(choices, labels, times):
+        parts, measured, backbone = (statistics.median(timed[k]) for k in ("parts", "model", "backbone"))
+        predicted = costs.value(choice, "latency")
+        rows.append({"choices": {c.key: label[c.key] for c in space.choices() if c.searchable},
+                     "mflops": costs.exact(choice, "flops") / 1e6,
+                     "table_ms": round(predicted, 4), "measured_ms": round(measured, 4),
+                     "relative_error": round((predicted - measured) / measured, 4),
+                     "parts_ms": round(parts, 4), "relative_error_parts": round((parts - measured) / measured, 4),
+                     "measured_backbone_ms": round(backbone, 4),
+                     "relative_error_backbone": round((predicted - backbone) / backbone, 4)})
     errors = [abs(r["relative_error"]) for r in rows]
     backbone_errors = [abs(r["relative_error_backbone"]) for r in rows]
     return {
         "space": space.name, "table": {k: table.get(k) for k in ("device", "device_name", "torch", "batch",
                                                                  "input_size", "threads", "warmup", "repeats")},
         "measured": {"device": str(device), "threads": threads, "warmup": warmup, "repeats": repeats,
-                     "torch": torch.__version__},
+                     "rounds": rounds, "torch": torch.__version__},
         "architectures": rows,
         "mean_abs_relative_error": round(statistics.mean(errors), 4),
         "max_abs_relative_error": round(max(errors), 4),

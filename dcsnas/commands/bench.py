@@ -149,6 +149,8 @@ def _register_latency_table(targets: argparse._SubParsersAction) -> None:
     p.add_argument("--check", type=int, default=0, metavar="N",
                    help="also time N random architectures built standalone against the table's sum (default: 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --check architectures (default: 0)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="--check: interleaved rounds over the architectures, the median kept (default: 3)")
     p.add_argument("--out", required=True, metavar="FILE.json", help="where the table is written")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_run_latency_table)
@@ -156,7 +158,7 @@ def _register_latency_table(targets: argparse._SubParsersAction) -> None:
 
 def _run_latency_table(args: argparse.Namespace) -> int:
     limits = {"input_size": (1, 8192), "batch": (1, LIMITS["batch"]), "threads": (1, 1024), "warmup": (0, 10_000),
-              "repeats": (1, LIMITS["repeats"]), "check": (0, 1000), "seed": (0, 2**31 - 1)}
+              "repeats": (1, LIMITS["repeats"]), "check": (0, 1000), "seed": (0, 2**31 - 1), "rounds": (1, 100)}
     for name, (low, high) in limits.items():
         value = getattr(args, name)
         for v in value if isinstance(value, list) else [value]:
@@ -183,6 +185,6 @@ def _run_latency_table(args: argparse.Namespace) -> int:
               "entries": len(table["entries"]), "latency_ms": {"fastest": round(low, 4), "slowest": round(high, 4)}}
     if args.check:
         result["check"] = check_table(space, costs, table, args.check, args.seed, device, args.threads, args.warmup,
-                                      args.repeats)
+                                      args.repeats, rounds=args.rounds)
     print_json(result)
     return 0

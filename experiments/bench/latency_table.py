@@ -4,8 +4,8 @@ For each ``--batch``, measures the space's table (``dcsnas bench latency-table``
 median of ``--repeats`` after ``--warmup``), or reads ``--table``, then times ``--archs`` random architectures of
 the space built standalone (the derived Re-ID model, and its backbone alone) with the same timer, and reports
 per architecture the table's sum, the measured ms and the relative error (table − measured) / measured
-(:func:`dcsnas.bench.latency.check_table`). One thread by default; the 1-minute load average before the run
-tells whether other processes shared the cores.
+(:func:`dcsnas.bench.latency.check_table`; medians over ``--rounds`` interleaved rounds). One thread by default;
+the 1-minute load average before and after the run tells whether other processes shared the cores.
 
     python experiments/bench/latency_table.py --space experiments/demo/space_mbv2_64x32.yaml --input-size 64 32 \\
         --batch 1 32 --threads 1 --archs 5
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the check, the median kept")
     args = parser.parse_args()
     torch.manual_seed(0)
     space, size, device = load_space(args.space), tuple(args.input_size), resolve_device(args.device)
@@ -56,7 +57,7 @@ def main() -> None:
             latency = match_space(table, space, "measured table")
         table_s = time.perf_counter() - start
         result = check_table(space, costs.with_latency(latency), table, args.archs, args.seed, device, args.threads,
-                             args.warmup, args.repeats)
+                             args.warmup, args.repeats, rounds=args.rounds)
         print(json.dumps({"batch": table["batch"], "entries": len(table["entries"]), "table_s": round(table_s, 1),
                           **result, "load_average_after": os.getloadavg()[0]}), flush=True)
 
