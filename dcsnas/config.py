@@ -73,6 +73,14 @@ def ranged(default: Any = dataclasses.MISSING, *, default_factory: Any = datacla
                              metadata={"bounds": Bounds(ge, gt, le, lt, length)})
 
 
+def added_key(default: Any, **bounds: Any) -> Any:
+    """A dataclass field added after configs were written and hashed: at its default it is left out of
+    :func:`config_hash`, so a config that predates it (or keeps its default) keeps its hash. ``bounds``: the
+    keyword arguments of :func:`ranged`."""
+    metadata = {"hash_default": True, **({"bounds": Bounds(**bounds)} if bounds else {})}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 def _numeric(tp: Any) -> bool:
     """Whether ``tp`` is a number type, possibly in an Optional, list, tuple or dict (bounds apply)."""
     origin = typing.get_origin(tp)
@@ -251,9 +259,22 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def _hashed(value: Any) -> Any:
+    """``value`` as :func:`dataclasses.asdict` gives it, without the :func:`added_key` fields at their default."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _hashed(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get("hash_default") and getattr(value, f.name) == f.default)}
+    if isinstance(value, (list, tuple)):
+        return [_hashed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _hashed(v) for k, v in value.items()}
+    return value
+
+
 def config_hash(cfg: Any) -> str:
-    """A short, stable hash of a config's content (sha256 of its canonical JSON, 16 hex digits)."""
-    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    """A short, stable hash of a config's content (sha256 of its canonical JSON, 16 hex digits); keys added
+    later (:func:`added_key`) count only where they differ from their default."""
+    return hashlib.sha256(json.dumps(_hashed(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
 MAX_YAML_BYTES = 16 * 2**20  # the largest YAML file read (configs, search spaces, a run's config.yaml)
@@ -404,7 +425,7 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 
 # Config keys that name a file or folder: a relative value is looked up by :func:`resolve_path`.
-PATH_KEYS = ("data.root", "model.arch", "search.space")
+PATH_KEYS = ("data.root", "model.arch", "search.space", "search.cost.table")
 
 
 def _repository(folder: Path) -> Path | None:

@@ -1,4 +1,5 @@
-"""``dcsnas bench``: benchmarks printed as JSON. Each target is a sub-subcommand (``attention``, ``model``).
+"""``dcsnas bench``: benchmarks printed as JSON. Each target is a sub-subcommand (``attention``, ``model``,
+``latency-table``).
 
 A new target adds a ``_register_<target>(sub)`` function and one line in :func:`register`.
 """
@@ -18,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     targets = p.add_subparsers(dest="target", metavar="TARGET", required=True)
     _register_attention(targets)
     _register_model(targets)
+    _register_latency_table(targets)
 
 
 def _register_attention(targets: argparse._SubParsersAction) -> None:
@@ -123,5 +125,66 @@ def _run_model(args: argparse.Namespace) -> int:
     result = {"backbone": cfg.model.backbone, "attention": [a.name for a in cfg.model.attention], **result}
     if args.out:
         atomic_write_json(args.out, result)
+    print_json(result)
+    return 0
+
+
+def _register_latency_table(targets: argparse._SubParsersAction) -> None:
+    p = targets.add_parser(
+        "latency-table",
+        help="the latency lookup table of a search space (ms per part and option) for search.cost.metric: latency",
+        description="Measure the latency lookup table of a search space (FBNet's LUT): for every part of the space "
+                    "and every combination of its options, the median ms of one forward of that module alone at its "
+                    "input shape, batch and device, after warm-up forwards (torch.utils.benchmark). Writes it as JSON "
+                    "to --out (search.cost.table reads it); with --check N, also compares the table's sum with the "
+                    "measured latency of N random derived networks.",
+    )
+    p.add_argument("--space", required=True, metavar="SPACE.yaml", help="search-space YAML")
+    p.add_argument("--input-size", type=int, nargs=2, required=True, metavar=("H", "W"), help="input height, width")
+    p.add_argument("--batch", type=int, default=1, help="batch size of every entry (default: 1)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed forwards per module (default: 5)")
+    p.add_argument("--repeats", type=int, default=20, help="timed blocks per module; the median is kept (default: 20)")
+    p.add_argument("--check", type=int, default=0, metavar="N",
+                   help="also time N random architectures built standalone against the table's sum (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --check architectures (default: 0)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="--check: interleaved rounds over the architectures, the median kept (default: 3)")
+    p.add_argument("--out", required=True, metavar="FILE.json", help="where the table is written")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=_run_latency_table)
+
+
+def _run_latency_table(args: argparse.Namespace) -> int:
+    limits = {"input_size": (1, 8192), "batch": (1, LIMITS["batch"]), "threads": (1, 1024), "warmup": (0, 10_000),
+              "repeats": (1, LIMITS["repeats"]), "check": (0, 1000), "seed": (0, 2**31 - 1), "rounds": (1, 100)}
+    for name, (low, high) in limits.items():
+        value = getattr(args, name)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and not low <= v <= high:
+                raise ConfigError(f"--{name.replace('_', '-')} must be an integer in [{low}, {high}], got {v}")
+    from dcsnas.bench.latency import check_table
+    from dcsnas.engine.device import resolve_device
+    from dcsnas.nas.cost import measure_costs
+    from dcsnas.nas.latency import match_space, measure_table, write_table
+    from dcsnas.nas.space import load_space
+    from dcsnas.utils.outpath import check_output_file
+
+    check_output_file(args.out, args.force)
+    space = load_space(args.space)
+    size = tuple(args.input_size)
+    costs = measure_costs(space, size)  # FLOPs on the meta device: refuses an input size the space cannot take
+    device = resolve_device(args.device)
+    table = measure_table(space, size, args.batch, device, args.threads, args.warmup, args.repeats)
+    costs = costs.with_latency(match_space(table, space, args.out))
+    write_table(table, args.out)
+    low, high = costs.span("latency")
+    result = {"out": args.out, "space": space.name, **{k: table[k] for k in ("device", "device_name", "torch", "batch",
+                                                                                "input_size", "threads")},
+              "entries": len(table["entries"]), "latency_ms": {"fastest": round(low, 4), "slowest": round(high, 4)}}
+    if args.check:
+        result["check"] = check_table(space, costs, table, args.check, args.seed, device, args.threads, args.warmup,
+                                      args.repeats, rounds=args.rounds)
     print_json(result)
     return 0

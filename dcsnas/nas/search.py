@@ -4,8 +4,8 @@ The training images are split into a weight split and an architecture split
 (:func:`~dcsnas.nas.split.split_for_search`). For ``warmup_epochs`` epochs only the weights train (paths
 still sampled from α = 0, i.e. uniformly); then every step is a weight step (the engine's optimizer on the
 weights: task loss + IB on a weight-split batch) followed by an architecture step (Adam on α: task loss
-with the cost term of :class:`~dcsnas.nas.cost.CostLoss`, + IB, on an architecture-split batch). The
-architecture step has its own GradScaler and differentiates with respect to α only
+with the cost term of :class:`~dcsnas.nas.cost.CostLoss`, FLOPs or latency (:mod:`dcsnas.nas.latency`), + IB, on
+an architecture-split batch). The architecture step has its own GradScaler and differentiates with respect to α only
 (``torch.autograd.grad``): no weight gradient is computed, and the weights' ``.grad`` are left alone.
 
 :class:`Searcher` composes the engine's pieces (:mod:`dcsnas.engine.steps`, :mod:`dcsnas.engine.trainer`)
@@ -47,9 +47,9 @@ generators, and the ranks stay in lockstep.
   gradients, as a single process on the union batch would). The cost *table* is measured (or read) and
   written by rank 0 and broadcast to the others.
 - The IB refresh is the engine's (rank-sharded features, all-gathered, clustered on rank 0, broadcast).
-- Rank 0 alone writes: the space copy, the cost table, TensorBoard, checkpoints, metrics.json, arch.json,
-  the progress bars; the epoch's loss averages are the means over all ranks' steps. ``--resume`` reads
-  ``last.pt`` on every rank (on several nodes, ``--out`` must be on a file system they share).
+- Rank 0 alone writes: the space copy, the cost table (and the latency table), TensorBoard, checkpoints,
+  metrics.json, arch.json, the progress bars; the epoch's loss averages are the means over all ranks' steps.
+  ``--resume`` reads ``last.pt`` on every rank (on several nodes, ``--out`` must be on a file system they share).
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ from dcsnas.models.builder import arch_params
 from dcsnas.nas.arch import SPACE_FILE, derive_arch
 from dcsnas.nas.config import SearchConfig
 from dcsnas.nas.cost import CostLoss, CostModel, cached_costs
+from dcsnas.nas.latency import TABLE_FILE as LATENCY_FILE
+from dcsnas.nas.latency import match_space, measure_table, read_table, write_table
 from dcsnas.nas.paths import fair_paths, sandwich_paths, uniform_path
 from dcsnas.nas.plots import probability_heatmap
 from dcsnas.nas.recalibration import recalibrate_bn
@@ -218,13 +220,40 @@ class Searcher(LoopHandle):
 
     def _cost_table(self) -> CostModel:
         """The space's cost table at the input size, measured and cached in the run directory by rank 0 and
-        sent to the other ranks; measuring draws random weights, so it runs on a forked generator."""
+        sent to the other ranks; measuring draws random weights, so it runs on a forked generator. With
+        ``search.cost.metric: latency`` the latency table is attached (:meth:`_latency_table`)."""
         costs = None
         if self.dist.is_main:
-            with torch.random.fork_rng(devices=[]):
-                costs = cached_costs(self.space, (self.cfg.data.transforms.height, self.cfg.data.transforms.width),
-                                     self.run.path / COST_FILE)
+            size = (self.cfg.data.transforms.height, self.cfg.data.transforms.width)
+            device = self.rt.device  # the latency table draws random inputs on it
+            devices = [] if device.type != "cuda" else [torch.cuda.current_device() if device.index is None
+                                                         else device.index]
+            with torch.random.fork_rng(devices=devices):
+                costs = cached_costs(self.space, size, self.run.path / COST_FILE)
+                if self.cfg.search.cost.metric == "latency":
+                    costs = costs.with_latency(self._latency_table(size))
         return broadcast_object(costs, self.dist)
+
+    def _latency_table(self, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The latency tables (ms) of ``search.cost.metric: latency`` (rank 0): the run directory's
+        ``latency_table.json`` on ``--resume``; else the file ``search.cost.table``, checked against the space,
+        input size and ``search.cost.batch`` and copied into the run directory; else measured now on the search's
+        device and threads and written there."""
+        cost, copy = self.cfg.search.cost, self.run.path / LATENCY_FILE
+        if copy.is_file():
+            _, tables = read_table(copy, self.space, size, cost.batch)
+            return tables
+        if cost.table is not None:
+            doc, tables = read_table(cost.table, self.space, size, cost.batch)
+            self.console.print(f"latency table '{cost.table}' ({doc['device_name']}, batch {doc['batch']}, "
+                               f"{doc['threads']} threads)")
+        else:
+            self.console.print(f"measuring the latency table of the space on {self.rt.device} at batch {cost.batch} "
+                               f"({torch.get_num_threads()} threads)")
+            doc = measure_table(self.space, size, cost.batch, self.rt.device)
+            tables = match_space(doc, self.space, str(copy))
+        write_table(doc, copy)
+        return tables
 
     # ----------------------------------------------------------------------------------------- steps
     def begin_epoch(self, epoch: int) -> Step:
@@ -294,9 +323,12 @@ class Searcher(LoopHandle):
         ib = self.training.ib if ib_on and not disjoint else None
         terms, outputs = loss_terms(self.model, images, pids, self.arch_criterion, ib, self.rt, self.cfg.optim.lr)
         ib_term = terms.get("ib", torch.zeros((), device=self.rt.device))
-        total, flops = self.cost_loss(terms["total"] - ib_term, self.model.arch, outputs["arch_weights"])
+        total, cost = self.cost_loss(terms["total"] - ib_term, self.model.arch, outputs["arch_weights"])
         terms["total"] = total + ib_term
-        terms["mflops"] = flops.detach() / 1e6
+        if self.cfg.search.cost.metric == "latency":
+            terms["latency_ms"] = cost.detach()
+        else:
+            terms["mflops"] = cost.detach() / 1e6
         alphas = list(self.model.arch.parameters())
         grads = torch.autograd.grad(self.arch_scaler.scale(terms["total"]), alphas, allow_unused=True)
         for alpha, grad in zip(alphas, grads):
@@ -343,9 +375,13 @@ class Searcher(LoopHandle):
     def model_summary(self) -> str:
         low, high = self.costs.bounds("flops")
         shape = self.costs.input_size
+        latency = ""
+        if self.costs.has_latency:
+            fast, slow = self.costs.span("latency")
+            latency = f", {fast:.3g}–{slow:.3g} ms per batch of {self.cfg.search.cost.batch} (latency table)"
         return (f"supernet of the space '{self.cfg.search.space}': {len(self.genotype())} searchable choices, "
                 f"{low / 1e6:.2f}–{high / 1e6:.2f} MFLOPs per image at {shape[0]}×{shape[1]} "
-                f"(cheapest–costliest architecture), {self.cfg.search.mode} mode, "
+                f"(cheapest–costliest architecture){latency}, {self.cfg.search.mode} mode, "
                 f"{self.cfg.search.sampling} paths for the weights")
 
     def derive(self) -> Arch:
@@ -358,6 +394,8 @@ class Searcher(LoopHandle):
         arch = self.derive()
         write_arch(self.run.arch, arch)
         metrics["arch"] = {"path": str(self.run.arch), "flops": arch.flops, "params": arch.params}
+        if self.costs.has_latency:
+            metrics["arch"]["latency_ms"] = self.costs.value(self.model.arch.argmax(), "latency")
         self.console.print(f"derived architecture ({arch.flops / 1e6:.2f} MFLOPs, "
                            f"{arch_params(str(self.run.arch)) / 1e6:.4g} M parameters at inference): "
                            + ", ".join(self.genotype()))
@@ -376,14 +414,18 @@ class SearchReport:
     @torch.no_grad()
     def stats(self) -> dict[str, float]:
         """``arch/entropy`` (mean over choices, nats), τ, FLOPs (MFLOPs) and parameters (M) of the argmax
-        architecture, expected FLOPs."""
+        architecture, expected FLOPs; with a latency table the argmax's and the expected latency (ms)."""
         model, costs = self.searcher.model, self.searcher.costs
         arch = model.arch
         argmax = arch.argmax()
-        return {"arch/entropy": arch.entropy(), "arch/tau": model.tau,
-                "arch/argmax_mflops": costs.exact(argmax, "flops") / 1e6,
-                "arch/argmax_mparams": costs.exact(argmax, "params") / 1e6,
-                "arch/expected_mflops": float(costs.expected(arch.probabilities(), "flops")) / 1e6}
+        stats = {"arch/entropy": arch.entropy(), "arch/tau": model.tau,
+                 "arch/argmax_mflops": costs.exact(argmax, "flops") / 1e6,
+                 "arch/argmax_mparams": costs.exact(argmax, "params") / 1e6,
+                 "arch/expected_mflops": float(costs.expected(arch.probabilities(), "flops")) / 1e6}
+        if costs.has_latency:
+            stats["arch/argmax_latency_ms"] = costs.value(argmax, "latency")
+            stats["arch/expected_latency_ms"] = float(costs.expected(arch.probabilities(), "latency"))
+        return stats
 
     def log(self, epoch: int, stats: dict[str, float], kept: dict[str, float]) -> dict[str, float]:
         searcher, logger = self.searcher, self.weights.logger

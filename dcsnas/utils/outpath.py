@@ -22,8 +22,8 @@ from typing import Iterable, Optional
 from dcsnas.errors import ConfigError
 
 RUN_MARKER = "config.yaml"
-RUN_ENTRIES = ("config.yaml", "metrics.json", "arch.json", "space.yaml", "cost_table.pt", "log.txt", "checkpoints",
-               "tb", "nni", ".lock")
+RUN_ENTRIES = ("config.yaml", "metrics.json", "arch.json", "space.yaml", "cost_table.pt", "latency_table.json",
+               "log.txt", "checkpoints", "tb", "nni", ".lock")
 
 
 def is_run_dir(path: str | Path) -> bool:
