@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dcsnas.config import ranged
+from dcsnas.config import added_key, ranged
 from dcsnas.engine.config import RunConfig
 from dcsnas.errors import ConfigError
 from dcsnas.nas.cost import CostConfig
@@ -38,9 +38,9 @@ class NASConfig:
     space: str = "search_spaces/mbv2_reid.yaml"
     mode: Literal["soft", "hard"] = "hard"
     sampling: Literal["gumbel", "uniform", "fair", "sandwich"] = "gumbel"
-    sandwich_paths: int = ranged(2, ge=0, le=64)
-    distill_weight: float = ranged(1.0, ge=0)
-    op_weights: Literal["separate", "nested"] = "separate"
+    sandwich_paths: int = added_key(2, ge=0, le=64)
+    distill_weight: float = added_key(1.0, ge=0)
+    op_weights: Literal["separate", "nested"] = added_key("separate")
     tau_start: float = ranged(5.0, gt=0)
     tau_decay: float = ranged(0.956, gt=0, le=1)
     warmup_epochs: int = 2
