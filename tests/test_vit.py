@@ -20,6 +20,7 @@ from dcsnas.engine.config import TrainConfig
 from dcsnas.engine.steps import dcs_modules
 from dcsnas.errors import ConfigError
 from dcsnas.models.builder import create_model
+from dcsnas.models.vit import ClassTokenStage
 from dcsnas.utils.flops import count_flops
 
 timm = pytest.importorskip("timm")
@@ -47,13 +48,17 @@ def with_token_attention(vit: nn.Module, gate_bias: float, gate_std: float = 0.0
 
 @pytest.mark.parametrize("train", [False, True])
 def test_open_gates_equal_the_plain_timm_vit(train):
-    """Θ -> +∞ keeps every Q/K channel: the DCS ViT is timm's ViT with the same weights (float64)."""
+    """Θ -> +∞ keeps every Q/K channel: the DCS ViT is timm's ViT with the same weights (float64), through
+    timm's blocks and through the stage that runs the DCS blocks piece by piece."""
     vit = plain_vit()
     gated = with_token_attention(vit, gate_bias=1e6, gate_std=1.0)
     images = torch.randn(3, 3, *SIZE, dtype=torch.float64)
     vit.train(train), gated.train(train)
     expected, got = vit.forward_features(images), gated.forward_features(images)
     assert (got - expected).abs().max().item() <= 1e-9
+    cls, kept = ClassTokenStage(gated).run(images)
+    assert (cls.flatten(1) - expected[:, 0]).abs().max().item() <= 1e-9
+    assert {name: float(ratio) for name, ratio in kept.items()} == {"vit.block0": 1.0, "vit.block1": 1.0}
 
 
 def test_closed_gates_give_uniform_attention():
@@ -152,6 +157,59 @@ def test_cls_token_feeds_the_head():
     assert torch.allclose(fmap.flatten(1), vit.norm(vit.blocks(vit._pos_embed(vit.patch_embed(images))))[:, 0])
 
 
+def test_training_outputs_carry_each_dcs_blocks_kept_ratio():
+    """Block 1's gates keep the first quarter of each token's Q/K channels for sure (logits +100 against Gumbel
+    noise of scale 1) and drop the rest (-100); block 4's keep all: the outputs say 1/4 and 1, per block."""
+    model = create_model("vit_micro", 5, img_size=[64, 32], dcs_blocks=[1, 4])
+    blocks = model.backbone.stages["vit"].vit.blocks
+    gate = blocks[1].attn.gate
+    with torch.no_grad():
+        gate.weight.zero_()
+        gate.bias.fill_(-100.0)
+        gate.bias[:gate.bias.numel() // 4] = 100.0
+        blocks[4].attn.gate.bias.fill_(100.0)
+    out = model.train()(torch.randn(2, 3, 64, 32))
+    assert set(out["dcs_kept"]) == {"vit.block1", "vit.block4"}
+    assert float(out["dcs_kept"]["vit.block1"]) == 0.25 and float(out["dcs_kept"]["vit.block4"]) == 1.0
+    assert not out["dcs_kept"]["vit.block1"].requires_grad
+
+
+def test_the_stage_runs_the_dcs_blocks_as_timms_blocks_do_in_training():
+    """With stochastic depth, attention dropout and Gumbel gates in training, the stage's piecewise DCS blocks draw
+    the same random numbers in the same order as timm's ``Block.forward``: the same [CLS] token, bit for bit."""
+    model = create_model("vit_micro", 5, img_size=[64, 32], dcs_blocks=[1, 3], drop_path=0.3).train()
+    stage = model.backbone.stages["vit"]
+    for block in stage.vit.blocks:
+        block.attn.attn_drop.p = 0.2
+    images = torch.randn(4, 3, 64, 32)
+    torch.manual_seed(5)
+    expected = stage.vit.forward_features(images)[:, 0]
+    torch.manual_seed(5)
+    got, kept = stage.run(images)
+    assert torch.equal(got.flatten(1), expected)
+    assert set(kept) == {"vit.block1", "vit.block3"} and all(0.8 < float(r) < 1 for r in kept.values())
+
+
+def test_the_kept_ratio_is_the_mean_of_the_mask_of_the_blocks_gate_logits():
+    """Evaluation (M = 1[Θ > 0]) with random gates: the stage's kept ratio of block 2 is the mean of the mask of
+    Θ = gate(norm1(x)) computed by hand on block 2's input tokens x; the [CLS] map is the plain forward's."""
+    torch.manual_seed(0)
+    model = create_model("vit_micro", 5, img_size=[64, 32], dcs_blocks=[2]).eval()
+    stage = model.backbone.stages["vit"]
+    vit = stage.vit
+    vit.blocks[2].attn.gate.weight.data.normal_(0, 1)
+    vit.blocks[2].attn.gate.bias.data.zero_()
+    images = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        fmap, kept = stage.run(images)
+        x = vit.blocks[:2](vit._pos_embed(vit.patch_embed(images)))
+        mask = (vit.blocks[2].attn.gate(vit.blocks[2].norm1(x)) > 0).float()
+        expected = vit.norm(vit.blocks(vit._pos_embed(vit.patch_embed(images))))[:, 0]
+    assert 0.2 < mask.mean() < 0.8
+    assert list(kept) == ["vit.block2"] and float(kept["vit.block2"]) == pytest.approx(float(mask.mean()), abs=1e-7)
+    assert torch.allclose(fmap.flatten(1), expected, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"dcs_blocks": [6]}, "model.dcs_blocks: block 6"),
     ({"patch_stride": 9}, "model.patch_stride = 9"),
@@ -206,6 +264,10 @@ def test_train_a_dcs_vit_end_to_end(tiny_data, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and 0 <= metrics["test"]["mAP"] <= 100
     assert all(math.isfinite(h["train"]["ib"]) for h in metrics["history"])
+    epochs = [line for line in (out / "log.txt").read_text().splitlines()
+              if line.startswith("epoch ") and "untrained" not in line]
+    kept = [float(line.split("attention/vit.block1/dcs_kept_ratio ")[1].split(" |")[0]) for line in epochs]
+    assert len(kept) == 2 and all(0 < ratio <= 1 for ratio in kept)  # each epoch logs block 1's kept ratio
     ckpt = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     assert any(k.endswith("blocks.1.attn.gate.weight") for k in ckpt["model"])
     views = tmp_path / "views"

@@ -60,32 +60,41 @@ class TokenAttention(nn.Module):
 
     def qkv_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Q, K (masked, normalised) and V of tokens ``x`` [B, N, D], each [B, H, N, d]."""
+        return self._heads(x)[:3]
+
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """:meth:`qkv_heads` and the kept fraction of the mask (0-dim, no gradient; ``None`` without DCS)."""
         batch, tokens, _ = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         mask = self.channel_mask(x)
-        if mask is not None:
-            mask = mask.to(q.dtype)
-            q, k = q * mask, k * mask
-        return q, k, v
+        if mask is None:
+            return q, k, v, None
+        kept = mask.detach().mean()
+        mask = mask.to(q.dtype)
+        return q * mask, k * mask, v, kept
 
     def attention_weights(self, x: Tensor) -> Tensor:
         """The attention maps softmax(s Q K^T) [B, H, N, N] of tokens ``x`` (for pictures; forms N×N)."""
         q, k, _ = self.qkv_heads(x)
         return torch.softmax(self.scale * q @ k.transpose(-2, -1), dim=-1)
 
-    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
+                need_kept: bool = False) -> Tensor | tuple[Tensor, Optional[Tensor]]:
         """``x`` [B, N, D] -> [B, N, D]; ``attn_mask`` and ``is_causal`` as timm's blocks pass them (to the
-        product, as in ``scaled_dot_product_attention``)."""
+        product, as in ``scaled_dot_product_attention``). ``need_kept``: return ``(out, kept)`` instead, ``kept``
+        the fraction of Q/K channels the gates kept (0-dim, no gradient; ``None`` without DCS), as
+        :class:`~dcsnas.models.vit.ClassTokenStage` calls the DCS blocks' attention."""
         batch, tokens, _ = x.shape
-        q, k, v = self.qkv_heads(x)
+        q, k, v, kept = self._heads(x)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                              dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
         out = self.norm(out.transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_dim))
-        return self.proj_drop(self.proj(out))
+        out = self.proj_drop(self.proj(out))
+        return (out, kept) if need_kept else out
 
-    def forward_flops(self, x_shape, attn_mask=None, is_causal: bool = False) -> int:
+    def forward_flops(self, x_shape, attn_mask=None, is_causal: bool = False, need_kept: bool = False) -> int:
         """FLOPs on ``x`` of shape [B, N, D] (multiply-add = 2, biases and elementwise work free): the
         projections qkv 6 B N D D' and proj 2 B N D' D, the products Q K^T and A V 4 B N^2 D', and with DCS
         the gate 2 B N D D' (D' = H d)."""

@@ -159,6 +159,8 @@ class WeightReport:
                 log[f"attention/{name}/gamma"] = module.gamma.detach().item()
             if name in kept:
                 log[f"attention/{name}/dcs_kept_ratio"] = kept[name]
+        for name, ratio in kept.items():  # DCS inside a backbone stage (a ViT's blocks), after its attentions
+            log.setdefault(f"attention/{name}/dcs_kept_ratio", ratio)
         self.logger.scalars(log, epoch + 1)
         return log
 

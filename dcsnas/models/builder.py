@@ -7,7 +7,8 @@ head's output (:mod:`dcsnas.models.heads`); ``forward(x)`` (torchreid style) -> 
 the losses read: the head's ``logits`` (list) and ``features``, plus ``aux_logits`` (one logits tensor per
 deep-supervision branch), ``pooled`` (the final map's global average ``[B, C]``, the features of the
 Information-Bottleneck bound) and ``dcs_kept`` (stage name → the kept-channel ratio of its DCS attention,
-0-dim); in evaluation mode the test embedding ``Tensor[B, embedding_dim]``.
+and for a ViT ``vit.block<i>`` → that of block i's DCS gates; 0-dim); in evaluation mode the test embedding
+``Tensor[B, embedding_dim]``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dcsnas.models.backbones import BACKBONES, Backbone, create_backbone
 from dcsnas.models.blocks import Mixed
 from dcsnas.models.heads import create_head
 from dcsnas.models.searched import build_searched_backbone
-from dcsnas.models.vit import VIT_SIZES
+from dcsnas.models.vit import VIT_SIZES, ClassTokenStage
 from dcsnas.utils.flops import count_inference_params
 
 # Options of the attention modules that a model config may not set: ``return_attention`` makes a module
@@ -92,11 +93,16 @@ class ReIDModel(nn.Module):
 
     def _run(self, x: torch.Tensor, weights: Optional[dict[str, torch.Tensor]] = None,
              single_path: bool = False) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
-        """The final map; in training the deep-supervision logits; the DCS modules' kept ratios by stage.
+        """The final map; in training the deep-supervision logits; the DCS modules' kept ratios by stage (by
+        ``vit.block<i>`` for a ViT's DCS blocks).
         ``weights`` and ``single_path`` go to the mixed slots (:class:`~dcsnas.models.blocks.Mixed`)."""
         aux, kept = [], {}
         for name, stage in self.backbone.stages.items():
-            x = stage(x, weights, single_path) if isinstance(stage, Mixed) else stage(x)
+            if isinstance(stage, ClassTokenStage):  # a ViT: its DCS blocks' kept ratios by block
+                x, stage_kept = stage.run(x)
+                kept.update(stage_kept)
+            else:
+                x = stage(x, weights, single_path) if isinstance(stage, Mixed) else stage(x)
             if name in self.attentions:
                 attention = self.attentions[name]
                 if isinstance(attention, Mixed):

@@ -39,14 +39,34 @@ VIT_SIZES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 class ClassTokenStage(nn.Module):
-    """A timm ViT as one backbone stage: images [B, 3, H, W] -> the normalised ``[CLS]`` token [B, D, 1, 1]."""
+    """A timm ViT as one backbone stage: images [B, 3, H, W] -> the normalised ``[CLS]`` token [B, D, 1, 1].
+
+    :meth:`run` also returns the kept ratio of each DCS block's gates: it runs timm's ``forward_features``
+    itself, and the blocks with DCS gates piece by piece as timm's ``Block.forward`` does (pre-norm attention
+    and MLP, each through its layer scale and drop path onto the residual), their attention called with
+    ``need_kept=True``."""
 
     def __init__(self, vit: nn.Module):
         super().__init__()
         self.vit = vit
 
+    def run(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``x`` [B, 3, H, W] -> the ``[CLS]`` map [B, D, 1, 1] and ``{"vit.block<i>": kept ratio}`` (0-dim) of
+        the blocks with DCS gates."""
+        vit = self.vit
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        kept: dict[str, Tensor] = {}
+        for i, block in enumerate(vit.blocks):
+            if getattr(block.attn, "gate", None) is None:
+                x = block(x)
+                continue
+            out, kept[f"{STAGE}.block{i}"] = block.attn(block.norm1(x), need_kept=True)
+            x = x + block.drop_path1(block.ls1(out))
+            x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+        return vit.norm(x)[:, 0, :, None, None], kept
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.vit.forward_features(x)[:, 0, :, None, None]
+        return self.run(x)[0]
 
 
 def _create_timm(name: str, pretrained: bool, img_size: tuple[int, int], options: dict[str, Any]) -> nn.Module:
