@@ -35,12 +35,15 @@ writes the table of groups.
 
     dcsnas data synth --preset small --out data/synthetic-small
     python experiments/bench/supernet_ranking.py --out runs/supernet-ranking --markdown runs/supernet-ranking/table.md
-    python experiments/bench/supernet_ranking.py --quick    # the same pipeline on `tiny`: a few minutes
+    python experiments/bench/supernet_ranking.py --quick    # the same pipeline on `tiny`: about a minute
 
 Time: a retraining of the small recipe takes about 4 minutes on one CPU thread, so the ground truth of
-40 architectures × 2 seeds is about 5–6 hours with two jobs on two cores, plus about 40 minutes per supernet
-(16 search epochs) and its scoring; stop it at any time, it resumes. ``--quick`` (the ``tiny`` preset, the tiny
-space, the demo's quick recipes, 4 architectures × 2 seeds, one mode, table under ``--out``) takes a few minutes.
+40 architectures × 2 seeds is 5–6 hours of one thread (about half of that with ``--jobs 2`` on two free cores);
+each supernet adds its 16-epoch search (about 10 minutes for ``gumbel``, more for ``sandwich``, which trains four
+paths per step; docs/training_recipe.md) and one BatchNorm recalibration and test evaluation per architecture.
+Stop it at any time: it resumes from the table. ``--quick`` (the ``tiny`` preset, search_spaces/tiny.yaml, the
+demo's quick recipes experiments/demo/quick_*.yaml, 4 architectures × 2 seeds, ``sandwich:nested`` only, the
+table under ``--out``; its one search epoch has architecture steps too) takes about a minute.
 """
 
 from __future__ import annotations
