@@ -3,19 +3,17 @@ ceiling of Kendall's τ, the ground-truth table's checks, resumption from the ta
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import DigitSpace, digit_costs, load_bench
 
 from dcsnas.errors import ConfigError
-from dcsnas.nas.cost import CostModel, CostTerm, measure_costs
+from dcsnas.nas.cost import CostModel, measure_costs
 from dcsnas.nas.sampling import random_indices
 from dcsnas.nas.space import Choice, load_space
 
@@ -23,27 +21,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def _bench_module():
-    spec = importlib.util.spec_from_file_location("supernet_ranking",
-                                                  REPOSITORY / "experiments/bench/supernet_ranking.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-class DigitSpace:
-    """Three choices a, b, c of ten options each; architecture (a, b, c) costs 100·a + 10·b + c FLOPs."""
-
-    name = "digits"
-
-    def choices(self) -> list[Choice]:
-        return [Choice(k, tuple(range(10))) for k in "abc"]
-
-
-def digit_costs() -> CostModel:
-    weight = {"a": 100.0, "b": 10.0, "c": 1.0}
-    terms = [CostTerm(k, (k,), weight[k] * torch.arange(10, dtype=torch.float64), torch.zeros(10)) for k in "abc"]
-    return CostModel(terms, DigitSpace().choices(), (64, 32))
+    return load_bench("supernet_ranking")
 
 
 def test_stratified_draw_is_distinct_and_takes_one_architecture_per_flops_stratum():
