@@ -28,6 +28,43 @@ def write_tree(root: Path, files: dict[str, list[str]]) -> Path:
     return root
 
 
+def load_bench(name: str):
+    """The benchmark script experiments/bench/<name>.py as a module (experiments/bench is not a package),
+    registered in ``sys.modules`` (its dataclasses look their module up there)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1]
+                                                  / "experiments" / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class DigitSpace:
+    """Three choices a, b, c of ten options each; architecture (a, b, c) costs 100·a + 10·b + c FLOPs
+    (:func:`digit_costs`)."""
+
+    name = "digits"
+
+    def choices(self):
+        from dcsnas.nas.space import Choice
+
+        return [Choice(k, tuple(range(10))) for k in "abc"]
+
+
+def digit_costs():
+    """The cost model of :class:`DigitSpace`."""
+    import torch
+
+    from dcsnas.nas.cost import CostModel, CostTerm
+
+    weight = {"a": 100.0, "b": 10.0, "c": 1.0}
+    terms = [CostTerm(k, (k,), weight[k] * torch.arange(10, dtype=torch.float64), torch.zeros(10)) for k in "abc"]
+    return CostModel(terms, DigitSpace().choices(), (64, 32))
+
+
 def tiny_arch(s3_attention: dict | None = None) -> dict:
     """An arch.json of the `tiny` space at 64x32 (DCS-CSALR after s2, ``s3_attention`` after s3), as a dict."""
     return {

@@ -3,15 +3,14 @@ benchmark (experiments/bench/search_vs_random.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import DigitSpace, digit_costs, load_bench
 
 from dcsnas.errors import ConfigError
 from dcsnas.models.skeleton import SKELETONS
@@ -46,20 +45,8 @@ def test_samples_lie_in_the_band_are_distinct_and_avoid_the_excluded_one():
     assert pairs == [(0, 1), (1, 1)]
 
 
-class DigitSpace:
-    """Three choices a, b, c of ten options each; architecture (a, b, c) costs 100·a + 10·b + c FLOPs."""
-
-    name = "digits"
-
-    def choices(self) -> list[Choice]:
-        return [Choice(k, tuple(range(10))) for k in "abc"]
-
-
 def test_samples_are_within_five_percent_of_the_target():
-    weight = {"a": 100.0, "b": 10.0, "c": 1.0}
-    terms = [CostTerm(k, (k,), weight[k] * torch.arange(10, dtype=torch.float64), torch.zeros(10)) for k in "abc"]
-    costs = CostModel(terms, DigitSpace().choices(), (64, 32))
-    found = sample_in_band(DigitSpace(), costs, 500, 30, random.Random(1))  # 51 architectures cost 475 … 525
+    found = sample_in_band(DigitSpace(), digit_costs(), 500, 30, random.Random(1))  # 51 architectures cost 475 … 525
     assert len({(a["a"], a["b"], a["c"]) for a in found}) == 30
     assert all(475 <= 100 * a["a"] + 10 * a["b"] + a["c"] <= 525 for a in found)
 
@@ -122,12 +109,7 @@ def test_rank_among():
 
 
 def _bench_module():
-    spec = importlib.util.spec_from_file_location("search_vs_random",
-                                                  REPOSITORY / "experiments/bench/search_vs_random.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("search_vs_random")
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 RECIPES = REPOSITORY / "experiments" / "bench" / "search_vs_random"
@@ -105,12 +105,13 @@ class Bench:
                  for s in self.seeds]
         return jobs
 
-    def load_config(self, kind: str, seed: int, arch: Optional[Path]):
+    def load_config(self, kind: str, seed: int, arch: Optional[Path], extra: Sequence[str] = ()):
+        """The config of a run and the overrides of its recipe (``extra``: more ``key=value`` overrides)."""
         from dcsnas.config import load_config
         from dcsnas.engine.config import TrainConfig
         from dcsnas.nas.config import SearchConfig
 
-        overrides = [f"seed={seed}", f"threads={self.threads}", f"data.root={self.data.resolve()}"]
+        overrides = [f"seed={seed}", f"threads={self.threads}", f"data.root={self.data.resolve()}", *extra]
         if kind == "search":
             return load_config(SearchConfig, self.configs["search"], overrides), overrides
         if kind == "retrain":
@@ -118,11 +119,13 @@ class Bench:
         config = self.configs["retrain" if kind == "retrain" else "baseline"]
         return load_config(TrainConfig, config, overrides), overrides
 
-    def command(self, kind: str, name: str, seed: int, arch: Optional[Path] = None) -> Optional[list[str]]:
-        """The ``dcsnas`` command of a run (``--resume`` when it stopped), or None when it is done."""
+    def command(self, kind: str, name: str, seed: int, arch: Optional[Path] = None,
+                extra: Sequence[str] = ()) -> Optional[list[str]]:
+        """The ``dcsnas`` command of a run (``--resume`` when it stopped), or None when it is done; ``extra``:
+        ``key=value`` overrides of its recipe."""
         from dcsnas.engine.rundir import RunDir, pipeline_step_state
 
-        cfg, overrides = self.load_config(kind, seed, arch)
+        cfg, overrides = self.load_config(kind, seed, arch, extra)
         run = RunDir(self.run_path(name))
         state = pipeline_step_state(run, cfg, kind == "search", "benchmark")
         resume = state == "resume"
@@ -323,9 +326,17 @@ class Bench:
 # ---------------------------------------------------------------------------------------------- supernet scores
 def supernet_scores(search_run: Path, archs: dict[str, Any], scratch: Path) -> dict[str, Any]:
     """Test metrics of the searched and the random architectures of ``archs`` (an archs file) evaluated by
-    the supernet of ``search_run`` (its last checkpoint) with the shared weights, after BatchNorm
-    recalibration of each path on the search's training batches. ``scratch`` receives the scratch run
-    directory the evaluation needs (its logger), so the search's own run directory is left as it was."""
+    the supernet of ``search_run`` (:func:`score_with_supernet`)."""
+    scored = score_with_supernet(search_run, [archs["searched"], *archs["random"]], scratch)
+    scores = scored.pop("scores")
+    return {**scored, "searched": scores[0], "random": scores[1:]}
+
+
+def score_with_supernet(search_run: Path, archs: Sequence[dict[str, int]], scratch: Path) -> dict[str, Any]:
+    """Test metrics (``scores``, one per architecture of ``archs``: choice indices) evaluated by the supernet of
+    ``search_run`` (its last checkpoint) with the shared weights, after BatchNorm recalibration of each path on
+    the search's training batches. ``scratch`` receives the scratch run directory the evaluation needs (its
+    logger), so the search's own run directory is left as it was."""
     from dcsnas.config import from_dict
     from dcsnas.engine.checkpoint import load_checkpoint, load_model_state
     from dcsnas.engine.rundir import create_run_dir, open_run_dir
@@ -349,7 +360,7 @@ def supernet_scores(search_run: Path, archs: dict[str, Any], scratch: Path) -> d
         return {k: v for k, v in result.items() if k != "cmc"}
 
     out = {"checkpoint": str(checkpoint), "bn_recalibration_batches": cfg.search.bn_recalibration_batches,
-           "searched": score(archs["searched"]), "random": [score(a) for a in archs["random"]]}
+           "scores": [score(a) for a in archs]}
     searcher.logger.close()
     shutil.rmtree(scratch)
     return out
