@@ -334,3 +334,11 @@ def test_tune_runs_three_trials_and_writes_the_summary(tiny_data, tmp_path, monk
     assert Path(summary["best"]["run"]).is_relative_to(tmp_path / "tune" / "nni")
     assert (tmp_path / "tune" / "trials.csv").read_text().count("\n") == 4
     assert (tmp_path / "tune" / "summary.md").is_file() and (tmp_path / "tune" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("override", ["search.sampling=sandwich", "search.op_weights=nested"])
+def test_an_nni_search_refuses_the_dcs_weight_step_keys(tiny_data, override):
+    """NNI's strategies train their own paths: a DCS-DNAS weight-step key would be ignored, so it is refused."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=f"{key} = .* applies to the DCS-DNAS search"):
+        search_config(tiny_data, override)

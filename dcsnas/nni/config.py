@@ -57,6 +57,15 @@ class NNISearchConfig(SearchConfig):
 
     nni: NNISection = field(default_factory=NNISection)
 
+    def check_config(self) -> None:
+        """The search's rules, and no key of the DCS-DNAS weight steps that NNI's strategies would ignore."""
+        super().check_config()
+        for key, value, default in (("sampling", self.search.sampling, "gumbel"),
+                                    ("op_weights", self.search.op_weights, "separate")):
+            if value != default:
+                raise ConfigError(f"search.{key} = {value!r} applies to the DCS-DNAS search (--strategy dcs); "
+                                  f"NNI's strategies train the supernet their own way: remove it or set {default!r}")
+
 
 @dataclass
 class TunerConfig:
