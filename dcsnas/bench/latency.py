@@ -28,6 +28,7 @@ from dcsnas.models.skeleton import SKELETONS
 from dcsnas.nas.arch import derive_arch
 from dcsnas.nas.cost import CostModel
 from dcsnas.nas.latency import space_entries, time_module
+from dcsnas.nas.paths import uniform_path
 from dcsnas.nas.space import SearchSpace
 
 
@@ -43,11 +44,11 @@ class _Features(nn.Module):
 
 
 def random_architectures(space: SearchSpace, count: int, seed: int = 0) -> list[dict[str, int]]:
-    """``count`` architectures of ``space`` (choice key → option index), every option of every choice equally
-    likely, drawn from a generator seeded with ``seed``."""
+    """``count`` architectures of ``space`` drawn by :func:`~dcsnas.nas.paths.uniform_path` from a generator
+    seeded with ``seed``."""
     generator = torch.Generator().manual_seed(seed)
-    return [{c.key: int(torch.randint(len(c.options), (1,), generator=generator)) for c in space.choices()}
-            for _ in range(count)]
+    choices = {c.key: c for c in space.choices()}
+    return [uniform_path(choices, generator) for _ in range(count)]
 
 
 def check_table(space: SearchSpace, costs: CostModel, table: dict[str, Any], archs: int = 5, seed: int = 0,

@@ -165,8 +165,8 @@ class Searcher(LoopHandle):
         weight_split, self.arch_records = split_for_search(data.train_records, nas.arch_fraction, nas.split, cfg.seed)
         self.data = replace(data, train_records=weight_split, num_classes=len({r.pid for r in weight_split}))
         num_classes = self.data.num_classes
-        self.model = prepare_model(SuperNet(self.space, num_classes, cfg.head, nas.mode, nas.tau_start,
-                                                    nas.op_weights), cfg, rt)
+        supernet = SuperNet(self.space, num_classes, cfg.head, nas.mode, nas.tau_start, nas.op_weights)
+        self.model = prepare_model(supernet, cfg, rt)
         self.training = WeightTraining(cfg, self.model, self.model.weight_modules(), num_classes, rt)
         # DDP over the weight modules only (α is no DDP parameter); unused parameters: hard mode's single path
         self.train_model = wrap_ddp(WeightModules(self.model), rt, nas.mode == "hard" or cfg.head == "pcb"
