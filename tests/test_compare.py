@@ -16,6 +16,7 @@ from dcsnas.cli import main
 from dcsnas.compare import load_runs, pareto_front, summarize_over_seeds
 from dcsnas.compare.plots import plot_arch
 from dcsnas.compare.runs import health_label
+from dcsnas.compare.seeds import paired_tests
 from dcsnas.compare.table import format_table
 from dcsnas.config import save_config
 from dcsnas.data.config import DataConfig
@@ -277,13 +278,17 @@ def test_compare_groups_seeds_with_mean_std_and_paired_interval(seed_runs, tmp_p
     half = 4.302653 * 0.01 / 3 ** 0.5
     assert stats["mean"] == pytest.approx(0.04) and stats["std"] == pytest.approx(0.01)
     assert stats["ci"] == pytest.approx([0.04 - half, 0.04 + half], abs=1e-6)
+    # t = .04 / (.01 / sqrt 3) = 6.9282; with 2 dof P(|T| > t) = 1 - t / sqrt(t² + 2) (closed form)
+    assert stats["t"] == pytest.approx(0.04 / (0.01 / 3 ** 0.5))
+    assert stats["p_t"] == pytest.approx(1 - 48 ** 0.5 / 50 ** 0.5)
+    assert stats["p_wilcoxon"] == pytest.approx(0.25)  # 3 positive differences: 2 · (1 / 2³)
     assert vs_single["n"] == 1 and vs_single["mAP"]["differences"] == pytest.approx([-0.10])
     assert vs_single["mAP"]["ci"] is None
 
     lines = [line.split() for line in printed.splitlines()]
     assert ["base", "3", "0,1,2", "33.0", "±", "3.6"] in [line[:6] for line in lines]
     assert ["dcs", "4", "0,1,2,3", "40.2", "±", "7.4"] in [line[:6] for line in lines]
-    assert "paired against base" in printed and "CI [+1.52, +6.48]" in printed
+    assert "paired against base" in printed and "CI [+1.52, +6.48]  p 0.020 (Wilcoxon 0.250)" in printed
     with Image.open(out / "map_vs_flops.png") as image:
         assert image.format == "PNG"
 
@@ -309,3 +314,22 @@ def test_seed_groups_of_different_data_sets_are_refused(tmp_path, capsys):
 def test_paired_reference_must_be_a_compared_run(seed_runs, capsys):
     assert main(["compare", *map(str, seed_runs[1:3]), "--no-latency", "--paired", "nowhere"]) == 2
     assert "--paired 'nowhere' is none of the compared runs: base_s1, base_s2" in capsys.readouterr().err
+
+
+def test_paired_tests_of_hand_examples():
+    # d = 8.3, 2.8, 4.9, 3.1, -3.0: mean 3.22; squared deviations 25.8064 + .1764 + 2.8224 + .0144 + 38.6884
+    # = 67.508, / 4 = 16.877; t = 3.22 / sqrt(16.877 / 5) = 1.7527. Wilcoxon: |d| ranks 5, 1, 4, 3, 2, the
+    # negative rank sum W- = 2; of the 2⁵ sign patterns 3 have W- <= 2 ({}, {1}, {2}): p = 2 · 3 / 32
+    tests = paired_tests([8.3, 2.8, 4.9, 3.1, -3.0])
+    assert tests["n"] == 5 and tests["mean"] == pytest.approx(3.22)
+    assert tests["std"] == pytest.approx(16.877 ** 0.5)
+    assert tests["t"] == pytest.approx(3.22 / (16.877 / 5) ** 0.5)
+    t = tests["t"]  # with 4 dof P(|T| > t) = 1 - t (t² + 6) / (t² + 4)^(3/2) (closed form): 0.1545
+    assert tests["p_t"] == pytest.approx(1 - t * (t ** 2 + 6) / (t ** 2 + 4) ** 1.5)
+    assert tests["p_wilcoxon"] == pytest.approx(6 / 32)
+    # one difference: nothing to test; all zero: no spread, no signed ranks
+    assert paired_tests([1.0])["p_t"] is None and paired_tests([1.0])["p_wilcoxon"] is None
+    zero = paired_tests([0.0, 0.0, 0.0])
+    assert zero["t"] is None and zero["p_t"] is None and zero["p_wilcoxon"] is None
+    with pytest.raises(ValueError):
+        paired_tests([])

@@ -115,11 +115,22 @@ def _bench_module():
 @pytest.mark.slow
 def test_quick_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_data, capsys):
     bench = _bench_module()
-    argv = ["--quick", "--out", str(tmp_path / "bench"), "--data", str(tiny_data), "--seeds", "1", "--random", "2"]
+    argv = ["--quick", "--out", str(tmp_path / "bench"), "--data", str(tiny_data), "--seeds", "1", "--random", "2",
+            "--naswot", "4"]
     result = bench.main(argv)
     assert [j["status"] for j in result["jobs"]] == ["done"] * len(result["jobs"])
     names = {j["name"] for j in result["jobs"]}
-    assert names == {"search-s0", "searched-s0", "supernet-s0.json", "random-s0-0", "random-s0-1", "baseline-s0"}
+    assert names == {"search-s0", "searched-s0", "supernet-s0.json", "random-s0-0", "random-s0-1", "naswot-s0",
+                     "baseline-s0"}
+    picked = json.loads((tmp_path / "bench/archs/naswot-s0.scores.json").read_text())
+    assert len(picked["scores"]) == 4 and picked["scores"][picked["pick"]] == max(picked["scores"])
+    assert json.loads((tmp_path / "bench/archs/naswot-s0.json").read_text())["search"]["naswot"]["score"] == \
+        max(picked["scores"])
+    seed0 = result["seeds"][0]
+    assert seed0["naswot"] is not None and result["groups"]["naswot"]["n"] == 1
+    for group, other in (("naswot", seed0["naswot"]["mAP"]), ("baseline", seed0["baseline"]["mAP"]),
+                         ("random", sum(e["mAP"] for e in seed0["random"]) / 2)):
+        assert result["paired"][group]["differences"] == pytest.approx([seed0["searched"]["mAP"] - other])
     seed = result["seeds"][0]
     archs = json.loads((tmp_path / "bench/archs/seed0.json").read_text())
     for flops in archs["random_flops"]:

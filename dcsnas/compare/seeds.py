@@ -8,7 +8,9 @@ mean, sample standard deviation (ddof = 1; ``None`` for a single seed) and the n
 metrics), so any table of repeated runs (``dcsnas compare``, the search-vs-random benchmark) uses it.
 :func:`paired_differences` compares a group with a reference group seed by seed: the per-seed
 differences d_s, their mean and a two-sided Student-t confidence interval
-mean(d) ± t_{1-α/2, n-1} · sd(d) / √n (n ≥ 2 common seeds; scipy.stats.t).
+mean(d) ± t_{1-α/2, n-1} · sd(d) / √n (n ≥ 2 common seeds; scipy.stats.t), and :func:`paired_tests`: the
+paired t-test's t = mean(d) / (sd(d) / √n) with its two-sided p, and the Wilcoxon signed-rank test's two-sided p
+(scipy.stats; exact for small n), both of the null hypothesis "no difference".
 """
 
 from __future__ import annotations
@@ -121,8 +123,30 @@ def paired_differences(records: Sequence[Mapping[str, Any]], key: str, reference
             if std is not None:
                 half = float(t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
                 ci = [mean - half, mean + half]
-            entry[metric] = {"differences": diffs, "mean": mean, "std": std, "ci": ci}
+            tests = paired_tests(diffs)
+            entry[metric] = {"differences": diffs, "mean": mean, "std": std, "ci": ci,
+                             "t": tests["t"], "p_t": tests["p_t"], "p_wilcoxon": tests["p_wilcoxon"]}
         out.append(entry)
+    return out
+
+
+def paired_tests(differences: Sequence[float]) -> dict[str, Any]:
+    """Tests of paired differences d (one per seed) against "no difference": ``n``, ``mean``, ``std`` (ddof = 1),
+    the paired t-test's ``t`` and two-sided ``p_t`` (None for n < 2 or a zero spread) and the Wilcoxon
+    signed-rank test's two-sided ``p_wilcoxon`` (None for n < 2 or all differences 0)."""
+    from scipy import stats
+
+    if not differences:
+        raise ValueError("paired_tests: no differences")
+    mean, std, n = mean_std(differences)
+    out: dict[str, Any] = {"n": n, "mean": mean, "std": std, "t": None, "p_t": None, "p_wilcoxon": None}
+    if n < 2:
+        return out
+    if std:
+        result = stats.ttest_1samp(differences, 0.0)
+        out.update(t=float(result.statistic), p_t=float(result.pvalue))
+    if any(differences):
+        out["p_wilcoxon"] = float(stats.wilcoxon(differences).pvalue)
     return out
 
 
@@ -159,5 +183,6 @@ def format_paired(pairs: Sequence[Mapping[str, Any]], key: str, reference: str, 
                 continue
             diffs = ", ".join(f"{100 * d:+.2f}" for d in stats["differences"])
             ci = "n < 2" if stats["ci"] is None else f"[{100 * stats['ci'][0]:+.2f}, {100 * stats['ci'][1]:+.2f}]"
-            lines.append(f"  {metric:<8} mean {100 * stats['mean']:+.2f}  CI {ci}  per seed: {diffs}")
+            p = "" if stats.get("p_t") is None else f"  p {stats['p_t']:.3f} (Wilcoxon {stats['p_wilcoxon']:.3f})"
+            lines.append(f"  {metric:<8} mean {100 * stats['mean']:+.2f}  CI {ci}{p}  per seed: {diffs}")
     return "\n".join(lines)

@@ -4,11 +4,16 @@ Prints JSON and writes ``table.md``.
 For each seed s: the DCS-DNAS search (``--search-config``) and the retraining of its derived network
 (``--retrain-config``); ``--random`` architectures drawn uniformly from the searched space among those
 with FLOPs within ±``--band`` of the derived one (:func:`dcsnas.nas.sampling.sample_in_band`, drawn with
-seed s, the derived one excluded), retrained with the same recipe and seed; and the fixed baseline
+seed s, the derived one excluded), retrained with the same recipe and seed; with ``--naswot N``, the NASWOT
+pick: the architecture of highest NASWOT score (Mellor et al. 2021, :func:`dcsnas.nas.proxies.naswot_score`,
+at initialisation with torch seed s on :func:`proxy_batch`) among N more drawn the same way, retrained with
+seed s (a training-free search at the same FLOPs); and the fixed baseline
 (``--baseline-config``: the demo's DCS-FB MobileNetV2) trained with seed s. The supernet of search s then
 evaluates the searched and the random architectures with its shared weights after BatchNorm
 recalibration (:meth:`dcsnas.nas.search.Searcher.evaluate_architecture`); Kendall's τ between that mAP and
-the retrained mAP is the standard measure of whether weight sharing ranks architectures at all.
+the retrained mAP is the standard measure of whether weight sharing ranks architectures at all. The searched
+network is compared with each other group seed by seed: the paired differences, the paired t-test and the
+Wilcoxon signed-rank test (:func:`dcsnas.compare.seeds.paired_tests`; against the random group, its seed's mean).
 
 Every training is a run directory of ``dcsnas search`` / ``retrain`` / ``train`` under ``--out``, run in
 its own process with ``--threads`` torch threads, ``--jobs`` at a time. A run with its metrics.json is
@@ -20,6 +25,7 @@ the inference network) are those of ``dcsnas compare``. A run that fails is repo
     dcsnas data synth --preset small --out data/synthetic-small
     python experiments/bench/search_vs_random.py --out runs/search-vs-random
     python experiments/bench/search_vs_random.py --quick    # the same pipeline on `tiny` (smoke run)
+    python experiments/bench/search_vs_random.py --out runs/search-vs-random --seeds 10 --random 3 --naswot 100
 """
 
 from __future__ import annotations
@@ -48,7 +54,11 @@ QUICK = {"preset": "tiny", "search": DEMO / "quick_search.yaml", "retrain": DEMO
 # Config keys that hold paths: a run that differs from the benchmark's config only there is still its run.
 METRICS = ("mAP", "rank-1", "mINP")
 GROUPS = (("searched", "DCS-DNAS, searched and retrained"), ("random", "random, same space and FLOPs"),
-          ("baseline", "DCS-FB MobileNetV2 (fixed)"))
+          ("naswot", "NASWOT pick, same space and FLOPs"), ("baseline", "DCS-FB MobileNetV2 (fixed)"))
+PROXY_BATCH = 64
+"""Training images a training-free score (NASWOT) reads: one fixed batch."""
+NASWOT_STREAM = 1_000_003
+"""Offset of the NASWOT candidates' draw seed from the benchmark seed (a stream apart from the random ones)."""
 
 
 @dataclass
@@ -76,6 +86,7 @@ class Bench:
     band: float
     jobs: int
     threads: int
+    naswot: int = 0
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
     _costs: dict[int, tuple] = field(default_factory=dict, repr=False)
 
@@ -100,6 +111,9 @@ class Bench:
                 "retrain", f"searched-s{s}", s, self.run_path(f"search-s{s}") / "arch.json"), search))
             jobs += [Job(f"random-s{s}-{r}", "retrain", lambda s=s, r=r: self.command(
                 "retrain", f"random-s{s}-{r}", s, self.random_arch(s, r)), search) for r in range(self.random)]
+            if self.naswot:
+                jobs.append(Job(f"naswot-s{s}", "retrain", lambda s=s: self.command(
+                    "retrain", f"naswot-s{s}", s, self.naswot_arch(s)), search))
             jobs.append(Job(f"supernet-s{s}.json", "score", lambda s=s: self.score_command(s), search))
         jobs += [Job(f"baseline-s{s}", "train", lambda s=s: self.command("train", f"baseline-s{s}", s))
                  for s in self.seeds]
@@ -199,6 +213,54 @@ class Bench:
                                          {"random": {"seed": seed, "index": r, "band": self.band}}))
         return path
 
+    def naswot_arch(self, seed: int) -> Path:
+        """arch.json of the NASWOT pick of seed ``seed`` (module docstring); its ``naswot`` candidates and their
+        scores are kept beside it in ``naswot-s<seed>.scores.json``, so the pick is made once."""
+        import tempfile
+
+        import torch
+
+        from dcsnas.models.arch import write_arch
+        from dcsnas.models.builder import create_model
+        from dcsnas.nas.arch import derive_arch
+        from dcsnas.nas.proxies import naswot_score
+        from dcsnas.nas.sampling import sample_in_band
+        from dcsnas.utils.io import atomic_write_json
+
+        path = self.archs_file(seed).parent / f"naswot-s{seed}.json"
+        scores_path = path.with_name(f"naswot-s{seed}.scores.json")
+        if path.is_file() and scores_path.is_file():
+            stored = json.loads(scores_path.read_text())
+            if stored["candidates"] == self.naswot and stored["band"] == self.band:
+                return path
+        stored = self.sample(seed)
+        space, _, costs = self.costs(seed)
+        drawn = sample_in_band(space, costs, stored["target_flops"], self.naswot,
+                               random.Random(NASWOT_STREAM + seed), self.band, [stored["searched"]])
+        cfg, _ = self.load_config("train", seed, None)
+        batch, classes = proxy_batch(cfg, seed)
+        scores = []
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with tempfile.TemporaryDirectory() as scratch:
+                for i, indices in enumerate(drawn):
+                    candidate = Path(scratch) / f"{i}.json"
+                    write_arch(candidate, derive_arch(space, indices, costs, {}))
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(seed)
+                        model = create_model("searched", classes, arch=str(candidate))
+                    scores.append(naswot_score(model, batch))
+        finally:
+            torch.set_num_threads(threads)
+        best = max(range(len(drawn)), key=scores.__getitem__)
+        write_arch(path, derive_arch(space, drawn[best], costs, {"naswot": {
+            "seed": seed, "candidates": self.naswot, "band": self.band, "score": scores[best]}}))
+        atomic_write_json(scores_path, {"candidates": self.naswot, "band": self.band, "pick": best,
+                                        "archs": drawn, "scores": scores,
+                                        "flops": [costs.exact(d, "flops") for d in drawn]})
+        return path
+
     # ------------------------------------------------------------------------------------------ running
     def run_job(self, job: Job, cmd: list[str]) -> None:
         logs = self.out / "logs"
@@ -255,7 +317,7 @@ class Bench:
     # ------------------------------------------------------------------------------------------ results
     def results(self, jobs: list[Job]) -> dict[str, Any]:
         from dcsnas.compare import compare_runs
-        from dcsnas.compare.seeds import mean_std
+        from dcsnas.compare.seeds import mean_std, paired_tests
         from dcsnas.nas.sampling import kendall_tau, rank_among
 
         def summary_of(values: list[float]) -> dict[str, Any]:  # compare's mean ± sample std (ddof 1), n
@@ -279,11 +341,13 @@ class Bench:
         for s in self.seeds:
             searched = entry(f"searched-s{s}")
             randoms = [e for e in (entry(f"random-s{s}-{r}") for r in range(self.random)) if e is not None]
-            baseline = entry(f"baseline-s{s}")
+            baseline, naswot = entry(f"baseline-s{s}"), entry(f"naswot-s{s}")
             groups["searched"] += [searched] if searched else []
             groups["random"] += randoms
+            groups["naswot"] += [naswot] if naswot else []
             groups["baseline"] += [baseline] if baseline else []
-            record: dict[str, Any] = {"seed": s, "searched": searched, "random": randoms, "baseline": baseline}
+            record: dict[str, Any] = {"seed": s, "searched": searched, "random": randoms, "naswot": naswot,
+                                      "baseline": baseline}
             if searched and randoms:
                 maps = [e["mAP"] for e in randoms]
                 record.update(rank=rank_among(searched["mAP"], maps), of=len(maps) + 1,
@@ -306,10 +370,19 @@ class Bench:
         summary = {g: {"n": len(groups[g]), **{k: summary_of([e[k] for e in groups[g]])
                                                for k in (*METRICS, "mflops", "mparams")}} for g, _ in GROUPS}
         ranked = [r for r in seeds if "rank" in r]
+        others = {"random": lambda r: r.get("random_mean_mAP"),
+                  "naswot": lambda r: (r["naswot"] or {}).get("mAP"),
+                  "baseline": lambda r: (r["baseline"] or {}).get("mAP")}
+        paired = {}
+        for group, value in others.items():
+            pairs = [(r["seed"], r["searched"]["mAP"] - value(r)) for r in seeds
+                     if r["searched"] and value(r) is not None]
+            paired[group] = {"seeds": [p[0] for p in pairs], "differences": [p[1] for p in pairs],
+                             **(paired_tests([p[1] for p in pairs]) if pairs else {"n": 0})}
         taus = [r["kendall_tau_random"]["tau"] for r in seeds
                 if (r.get("kendall_tau_random") or {}).get("tau") is not None]
         return {
-            "groups": summary, "seeds": seeds,
+            "groups": summary, "seeds": seeds, "paired": paired,
             "kendall_tau": {
                 "pooled_random": kendall_tau(pooled_supernet, pooled_retrained) if pooled_supernet else None,
                 "mean_per_seed": statistics.fmean(taus) if taus else None},
@@ -321,6 +394,20 @@ class Bench:
             "jobs": [{"name": j.name, "status": j.status, "seconds": round(j.seconds, 1), "error": j.error}
                      for j in jobs],
         }
+
+
+def proxy_batch(cfg: Any, seed: int):
+    """The fixed batch a training-free score reads: :data:`PROXY_BATCH` training images of ``cfg``'s data set
+    (drawn with ``seed``, test transforms) as a tensor [B, 3, H, W], and its number of training identities."""
+    import torch
+
+    from dcsnas.data.loaders import ImageDataset
+    from dcsnas.data.transforms import build_transforms
+
+    dataset = cfg.data.load()
+    records = random.Random(seed).sample(dataset.train, min(PROXY_BATCH, len(dataset.train)))
+    images = ImageDataset(records, build_transforms(cfg.data.transforms, train=False))
+    return torch.stack([images[i][0] for i in range(len(images))]), dataset.num_train_pids
 
 
 # ---------------------------------------------------------------------------------------------- supernet scores
@@ -373,6 +460,10 @@ def _cell(stat: dict[str, Any], digits: int = 1) -> str:
     return f"{stat['mean']:.{digits}f}" + ("" if stat["std"] is None else f" ± {stat['std']:.{digits}f}")
 
 
+def _number(value: Optional[float], digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def markdown(result: dict[str, Any], info: dict[str, Any]) -> str:
     """The table of groups (mean ± std over runs) and the per-seed table."""
     lines = [f"Search against chance: preset `{info['preset']}`, seeds {info['seeds']}, {info['random']} random "
@@ -383,18 +474,19 @@ def markdown(result: dict[str, Any], info: dict[str, Any]) -> str:
         g = result["groups"][key]
         lines.append(f"| {title} | {g['n']} | {_cell(g['mAP'])} | {_cell(g['rank-1'])} | {_cell(g['mINP'])} | "
                      f"{_cell(g['mflops'], 2)} | {_cell(g['mparams'], 3)} |")
-    lines += ["", "| seed | searched mAP | random mAP | random median | rank of searched | supernet mAP "
-              "(searched; random) | Kendall τ (random) |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| seed | searched mAP | random mAP | random median | rank of searched | NASWOT pick mAP | "
+              "supernet mAP (searched; random) | Kendall τ (random) |", "|---|---|---|---|---|---|---|---|"]
     for r in result["seeds"]:
         randoms = ", ".join(f"{e['mAP']:.1f}" for e in r["random"]) or "–"
         supernet = r.get("supernet")
         sup = "–" if supernet is None else (f"{100 * supernet['searched']['mAP']:.1f}; "
                                             + ", ".join(f"{100 * x['mAP']:.1f}" for x in supernet["random"]))
         tau = (r.get("kendall_tau_random") or {}).get("tau")
+        naswot = "–" if r.get("naswot") is None else f"{r['naswot']['mAP']:.1f}"
         lines.append(f"| {r['seed']} | {r['searched']['mAP']:.1f} | {randoms} | "
                      f"{r.get('random_median_mAP', float('nan')):.1f} | "
-                     f"{r['rank']} of {r['of']} | {sup} | {'–' if tau is None else f'{tau:.2f}'} |"
-                     if "rank" in r else f"| {r['seed']} | – | {randoms} | – | – | {sup} | – |")
+                     f"{r['rank']} of {r['of']} | {naswot} | {sup} | {_number(tau, 2)} |"
+                     if "rank" in r else f"| {r['seed']} | – | {randoms} | – | – | {naswot} | {sup} | – |")
     pooled = result["kendall_tau"]["pooled_random"]
     goal = result["goal"]
     margin = goal["mean_over_random_mean"]
@@ -403,7 +495,16 @@ def markdown(result: dict[str, Any], info: dict[str, Any]) -> str:
     lines += ["", "Kendall τ between the supernet's mAP (shared weights, BN recalibrated) and the retrained mAP of the "
                   f"random architectures, all seeds pooled: {tau}.",
               f"Searched beats the median random network in every seed: {goal['beats_median_every_seed']}; "
-              f"searched − random mean: {'–' if margin is None else f'{margin:+.1f}'} mAP points (goal ≥ +1.0)."]
+              f"searched − random mean: {'–' if margin is None else f'{margin:+.1f}'} mAP points (goal ≥ +1.0).",
+              "", "| searched − | seeds | mean ± std (mAP points) | paired t | p (t) | p (Wilcoxon) |",
+              "|---|---|---|---|---|---|"]
+    titles = {"random": "random (its seed's mean)", "naswot": "NASWOT pick", "baseline": "DCS-FB (fixed)"}
+    for group, title in titles.items():
+        test = result["paired"][group]
+        if test["n"]:
+            std = "" if test["std"] is None else f" ± {test['std']:.1f}"
+            lines.append(f"| {title} | {test['n']} | {test['mean']:+.1f}{std} | {_number(test['t'], 2)} | "
+                         f"{_number(test['p_t'], 3)} | {_number(test['p_wilcoxon'], 3)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -437,6 +538,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", help="S: seeds 0 … S−1 (default 3; --quick 1), or a comma list of seeds: 0,2,3")
     parser.add_argument("--random", type=int, help="random architectures per seed (default 4; --quick 2)")
     parser.add_argument("--band", type=float, default=0.05, help="FLOPs band around the searched network")
+    parser.add_argument("--naswot", type=int, default=0, help="NASWOT pick among this many random architectures "
+                        "per seed (e.g. 100; default 0: no NASWOT group)")
     parser.add_argument("--search-config", type=Path)
     parser.add_argument("--retrain-config", type=Path, help="recipe of the searched and random networks")
     parser.add_argument("--baseline-config", type=Path, help="the fixed baseline's training config")
@@ -462,13 +565,15 @@ def main(argv: list[str] | None = None) -> dict:
     configs = {k: (getattr(args, f"{k}_config") or defaults[k]).resolve() for k in ("search", "retrain", "baseline")}
     seeds = _seeds(args.seeds, defaults["seeds"])
     count = args.random if args.random is not None else defaults["random"]
-    bench = Bench(out, data, configs, seeds, count, args.band, args.jobs, args.threads)
+    if args.naswot < 0:
+        parser.error(f"--naswot {args.naswot}: expected a count >= 0")
+    bench = Bench(out, data, configs, seeds, count, args.band, args.jobs, args.threads, args.naswot)
     tic = time.perf_counter()
     ensure_data(data, preset, bench.log)
     jobs = bench.run()
     result = bench.results(jobs)
     info = {"preset": preset, "data": str(data), "out": str(out), "seeds": seeds, "random": count,
-            "band": args.band, "jobs": args.jobs, "threads": args.threads,
+            "naswot": args.naswot, "band": args.band, "jobs": args.jobs, "threads": args.threads,
             "configs": {k: str(v.relative_to(REPOSITORY)) if v.is_relative_to(REPOSITORY) else str(v)
                         for k, v in configs.items()},
             "seconds": round(time.perf_counter() - tic, 1)}

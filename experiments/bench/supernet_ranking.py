@@ -81,7 +81,6 @@ TABLE_FORMAT = "dcsnas-supernet-ranking"
 SCORES_FORMAT = "dcsnas-supernet-ranking-scores"
 VERSION = 1
 METRICS = ("mAP", "rank-1", "mINP")
-PROXY_BATCH = 64
 FULL = {"preset": "small", "space": REPOSITORY / "experiments/demo/space_mbv2_64x32.yaml",
         "retrain": svr.RECIPES / "retrain.yaml", "search": svr.RECIPES / "search.yaml", "archs": 40, "seeds": 2,
         "modes": ["gumbel:separate", "sandwich:nested"]}
@@ -407,22 +406,17 @@ class RankingBench(svr.Bench):
         initialisation with torch seed ``seed``; NASWOT on a fixed batch of training images)."""
         import torch
 
-        from dcsnas.data.loaders import ImageDataset
-        from dcsnas.data.transforms import build_transforms
         from dcsnas.models.builder import create_model
         from dcsnas.nas.proxies import naswot_score, synflow_score
 
         cfg, _ = self.load_config("retrain", self.seed, self.arch_file(0))
-        dataset = cfg.data.load()
-        records = random.Random(self.seed).sample(dataset.train, min(PROXY_BATCH, len(dataset.train)))
-        images = ImageDataset(records, build_transforms(cfg.data.transforms, train=False))
-        batch = torch.stack([images[i][0] for i in range(len(images))])
+        batch, classes = svr.proxy_batch(cfg, self.seed)
         out: dict[str, dict[int, float]] = {"FLOPs": {}, "params": {}, "NASWOT": {}, "synflow": {}}
         for a in self.table["archs"]:
             out["FLOPs"][a["id"]], out["params"][a["id"]] = float(a["flops"]), float(a["params"])
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
-                model = create_model("searched", dataset.num_train_pids, arch=str(self.arch_file(a["id"])))
+                model = create_model("searched", classes, arch=str(self.arch_file(a["id"])))
             out["NASWOT"][a["id"]] = naswot_score(model, batch)
             out["synflow"][a["id"]] = synflow_score(model, (1, 3, *self.input_size))
         return out
