@@ -425,7 +425,7 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 
 # Config keys that name a file or folder: a relative value is looked up by :func:`resolve_path`.
-PATH_KEYS = ("data.root", "model.arch", "search.space", "search.cost.table")
+PATH_KEYS = ("data.root", "model.arch", "search.space", "search.cost.table", "nni.supernet")
 
 
 def _repository(folder: Path) -> Path | None:

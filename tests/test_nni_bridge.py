@@ -8,10 +8,14 @@ import random
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("nni", reason="NNI 3.0 is not installed")
+
+from nni.mutable import SampleValidationError  # noqa: E402  (after importorskip)
+from nni.nas.space import SimplifiedModelSpace  # noqa: E402
 
 from dcsnas.cli import main as cli_main
 from dcsnas.config import load_config, read_yaml, to_dict
@@ -342,3 +346,104 @@ def test_an_nni_search_refuses_the_dcs_weight_step_keys(tiny_data, override):
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=f"{key} = .* applies to the DCS-DNAS search"):
         search_config(tiny_data, override)
+
+
+@pytest.fixture(scope="module")
+def tiny_supernet(tiny_data, tmp_path_factory) -> Path:
+    """A DCS-DNAS search of the tiny space trained for one epoch (the supernet NNI's strategies read)."""
+    out = tmp_path_factory.mktemp("supernet") / "search"
+    code = cli_main(["search", "--config", str(ROOT / "experiments/demo/quick_search.yaml"), "--set",
+                     f"data.root={tiny_data}", "--set", "threads=1", "--out", str(out), "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_query_gallery_takes_the_first_image_of_each_identity_and_camera():
+    from dcsnas.data.base import ImageRecord, query_gallery
+
+    records = [ImageRecord(f"{i}.jpg", pid, cam) for i, (pid, cam) in enumerate(
+        [(0, 1), (0, 1), (0, 2), (1, 1), (0, 2), (1, 3), (1, 1)])]
+    query, gallery = query_gallery(records)
+    assert [r.path for r in query] == ["0.jpg", "2.jpg", "3.jpg", "5.jpg"]
+    assert [r.path for r in gallery] == ["1.jpg", "4.jpg", "6.jpg"]
+
+
+def test_flops_band_keeps_every_sample_within_the_band():
+    space_data = read_yaml(SPACES / "tiny.yaml")
+    space = load_space(SPACES / "tiny.yaml")
+    costs = measure_costs(space, INPUT)
+    low, high = costs.bounds("flops")
+    target = (low + high) / 2
+    executable = SimplifiedModelSpace.from_model(ReIDSpace(space_data, 8, "bnneck", (costs, target, 0.1)))
+    random_state, flops, rejected = np.random.RandomState(0), [], 0
+    while len(flops) < 40:  # NNI's strategies retry a violating draw the same way
+        try:
+            model = executable.random(random_state=random_state)
+        except SampleValidationError:
+            rejected += 1
+            continue
+        flops.append(costs.exact(sample_indices(space, model.sample), "flops"))
+    assert all(abs(f / target - 1) <= 0.1 for f in flops)
+    # without the band most uniform draws lie outside it: the constraint, not the space, keeps them in
+    rng = random.Random(0)
+    free = [costs.exact({c.key: rng.randrange(len(c.labels)) for c in space.choices()}, "flops") for _ in range(200)]
+    assert sum(abs(f / target - 1) > 0.1 for f in free) > 100 and rejected > 40
+
+
+def test_evolution_over_a_trained_supernet_scores_on_the_architecture_split_only(tiny_supernet, tiny_data, tmp_path,
+                                                                                 monkeypatch):
+    """nni.evaluator = supernet: every trial is the supernet's retrieval mAP among architecture-split images
+    (never a test or weight-split image), nothing trains, and the pick is the best trial within the band."""
+    import dcsnas.nas.search as search_module
+    from dcsnas.nas.search import load_supernet
+
+    reference = load_supernet(tiny_supernet, tmp_path / "reference")
+    arch_paths = {r.path for r in reference.arch_records}
+    weight_paths = {r.path for r in reference.data.train_records}
+    assert arch_paths and not arch_paths & weight_paths
+    read: list[str] = []
+    evaluate_model = search_module.evaluate_model
+
+    def recording(model, query, gallery, *args, **kwargs):
+        read.extend(r.path for r in [*query, *gallery])
+        return evaluate_model(model, query, gallery, *args, **kwargs)
+
+    monkeypatch.setattr(search_module, "evaluate_model", recording)
+    low, high = reference.costs.bounds("flops")
+    target_mflops = (low + high) / 2e6
+    cfg = load_config(NNISearchConfig, ROOT / "experiments/cpu/nni_evolution_tiny.yaml", [
+        f"data.root={tiny_data}", "nni.evaluator=supernet", f"nni.supernet={tiny_supernet}",
+        f"nni.target_mflops={target_mflops}", "nni.flops_band=0.15", "nni.max_trials=6", "threads=1"])
+    run = create_run_dir(tmp_path / "evo", "search", cfg)
+    monkeypatch.setattr(ReIDModule, "training_step", lambda *a: pytest.fail("a trial trained a network"))
+    metrics = run_nni_search(cfg, run, "nni:evolution", show_progress=False)
+    assert read and set(read) <= arch_paths
+    trials = metrics["trials"]
+    assert len(trials) == 6 and all(t["status"] == "SUCCEEDED" for t in trials)
+    space = load_space(tiny_supernet / "space.yaml")
+    for trial in trials[:2]:  # the reported metric is the supernet's mAP of that architecture (arch split)
+        expected = reference.evaluate_architecture(sample_indices(space, trial["params"]), "arch", False)["mAP"]
+        assert trial["metric"] == pytest.approx(expected)
+    for trial in trials:
+        flops = reference.costs.exact(sample_indices(space, trial["params"]), "flops")
+        assert abs(flops / (target_mflops * 1e6) - 1) <= 0.15
+    best = max(trials, key=lambda t: t["metric"])
+    arch = load_arch(run.arch)
+    assert metrics["sample"] == best["params"] and arch.search["supernet"] == str(tiny_supernet)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["nni.evaluator=supernet"], "needs supernet"),
+    (["nni.supernet=/somewhere"], "only read with it"),
+])
+def test_supernet_evaluator_settings_go_together(tiny_data, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        search_config(tiny_data, *overrides)
+
+
+def test_one_shot_strategies_refuse_the_supernet_evaluator_and_the_band(tiny_data, tmp_path, tiny_supernet):
+    for overrides in (["nni.evaluator=supernet", f"nni.supernet={tiny_supernet}"], ["nni.target_mflops=1.0"]):
+        cfg = search_config(tiny_data, *overrides)
+        with pytest.raises(ConfigError, match="not to the one-shot nni:darts"):
+            run_nni_search(cfg, create_run_dir(tmp_path / f"run{len(overrides)}", "search", cfg), "nni:darts",
+                           show_progress=False)

@@ -108,6 +108,10 @@ def test_rank_among():
     assert rank_among(10.0, [1.0, 2.0]) == 1
 
 
+def archs_target(tmp_path) -> float:
+    return json.loads((tmp_path / "bench/archs/seed0.json").read_text())["target_flops"]
+
+
 def _bench_module():
     return load_bench("search_vs_random")
 
@@ -116,27 +120,31 @@ def _bench_module():
 def test_quick_benchmark_runs_end_to_end_and_resumes(tmp_path, tiny_data, capsys):
     bench = _bench_module()
     argv = ["--quick", "--out", str(tmp_path / "bench"), "--data", str(tiny_data), "--seeds", "1", "--random", "2",
-            "--naswot", "4"]
+            "--naswot", "4", "--nni-evolution", "4", "--band", "0.6"]  # the quick search ends among the cheapest
     result = bench.main(argv)
     assert [j["status"] for j in result["jobs"]] == ["done"] * len(result["jobs"])
     names = {j["name"] for j in result["jobs"]}
     assert names == {"search-s0", "searched-s0", "supernet-s0.json", "random-s0-0", "random-s0-1", "naswot-s0",
-                     "baseline-s0"}
+                     "nni-evolution-s0", "evolution-s0", "baseline-s0"}
+    evolution = json.loads((tmp_path / "bench/nni-evolution-s0/metrics.json").read_text())
+    assert len(evolution["trials"]) == 4 and evolution["strategy"] == "nni:evolution"
     picked = json.loads((tmp_path / "bench/archs/naswot-s0.scores.json").read_text())
     assert len(picked["scores"]) == 4 and picked["scores"][picked["pick"]] == max(picked["scores"])
     assert json.loads((tmp_path / "bench/archs/naswot-s0.json").read_text())["search"]["naswot"]["score"] == \
         max(picked["scores"])
     seed0 = result["seeds"][0]
     assert seed0["naswot"] is not None and result["groups"]["naswot"]["n"] == 1
-    for group, other in (("naswot", seed0["naswot"]["mAP"]), ("baseline", seed0["baseline"]["mAP"]),
+    assert abs(seed0["evolution"]["mflops"] * 1e6 / archs_target(tmp_path) - 1) <= 0.6
+    for group, other in (("naswot", seed0["naswot"]["mAP"]), ("evolution", seed0["evolution"]["mAP"]),
+                         ("baseline", seed0["baseline"]["mAP"]),
                          ("random", sum(e["mAP"] for e in seed0["random"]) / 2)):
         assert result["paired"][group]["differences"] == pytest.approx([seed0["searched"]["mAP"] - other])
     seed = result["seeds"][0]
     archs = json.loads((tmp_path / "bench/archs/seed0.json").read_text())
     for flops in archs["random_flops"]:
-        assert abs(flops / archs["target_flops"] - 1) <= 0.05
+        assert abs(flops / archs["target_flops"] - 1) <= 0.6
     for entry in seed["random"]:
-        assert abs(entry["mflops"] * 1e6 / archs["target_flops"] - 1) <= 0.05
+        assert abs(entry["mflops"] * 1e6 / archs["target_flops"] - 1) <= 0.6
     assert 1 <= seed["rank"] <= 3 and len(seed["supernet"]["random"]) == 2
     assert (tmp_path / "bench/table.md").read_text().count("\n| ") >= 5
     json.loads(capsys.readouterr().out)  # the printed JSON

@@ -85,12 +85,18 @@ def hold_out_identities(train: list[ImageRecord], num_identities: int, seed: int
         raise DataError(f"eval.val_identities = {num_identities}: must be in [1, {len(pids) - 1}] "
                         f"(the training split has {len(pids)} identities)")
     held = set(np.random.default_rng(seed).choice(pids, size=num_identities, replace=False).tolist())
-    query, gallery, seen = [], [], set()
-    for r in train:
-        if r.pid in held:
-            (gallery if (r.pid, r.camid) in seen else query).append(r)
-            seen.add((r.pid, r.camid))
+    query, gallery = query_gallery([r for r in train if r.pid in held])
     return relabel([r for r in train if r.pid not in held]), query, gallery
+
+
+def query_gallery(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """A retrieval split of ``records``: per identity the first image of each camera is a query, the rest
+    gallery (in the records' order)."""
+    query, gallery, seen = [], [], set()
+    for r in records:
+        (gallery if (r.pid, r.camid) in seen else query).append(r)
+        seen.add((r.pid, r.camid))
+    return query, gallery
 
 
 def relabel(records: list[ImageRecord]) -> list[ImageRecord]:

@@ -54,6 +54,7 @@ generators, and the ranks stay in lockstep.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -61,14 +62,17 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from dcsnas.config import config_hash, read_yaml
+from dcsnas.config import config_hash, from_dict, read_yaml
+from dcsnas.data.base import query_gallery
 from dcsnas.data.loaders import build_train_loader
+from dcsnas.engine.checkpoint import load_checkpoint, load_model_state
 from dcsnas.engine.console import LOG_FILE, Console
 from dcsnas.engine.distributed import average_gradients, barrier, broadcast_object, broadcast_tensors
+from dcsnas.engine.evaluator import evaluate_model
 from dcsnas.engine.health import HealthMonitor
 from dcsnas.engine.logging import RunLogger
 from dcsnas.engine.loop import Loop
-from dcsnas.engine.rundir import RunDir
+from dcsnas.engine.rundir import RunDir, create_run_dir, open_run_dir
 from dcsnas.engine.steps import Step, StepResult, begin_weight_epoch, loss_terms, weight_step
 from dcsnas.engine.trainer import (
     LoopHandle,
@@ -353,10 +357,17 @@ class Searcher(LoopHandle):
 
     def evaluate(self, split: str = "test", show_progress: bool | None = None) -> dict:
         """The engine's evaluation of the supernet's current path (the argmax architecture, or the one of
-        :meth:`evaluate_architecture`) after recalibrating its BatchNorm statistics."""
+        :meth:`evaluate_architecture`) after recalibrating its BatchNorm statistics. ``split``: ``test``, ``val``
+        (``eval.val_identities``) or ``arch``: retrieval among the architecture split's images (per identity the
+        first image of each camera a query, the rest gallery), which the weights never trained on."""
         self.recalibrate()
-        return self.data.evaluate(self.model, split, self.cfg, self.rt,
-                                  self.rt.show_progress if show_progress is None else show_progress)
+        progress = self.rt.show_progress if show_progress is None else show_progress
+        if split != "arch":
+            return self.data.evaluate(self.model, split, self.cfg, self.rt, progress)
+        query, gallery = query_gallery(self.arch_records)
+        return evaluate_model(self.model, query, gallery, self.data.test_transform, self.cfg.eval,
+                              self.cfg.data.test_batch_size, self.rt.device, self.cfg.data.num_workers,
+                              self.rt.amp_dtype, progress)
 
     def evaluate_architecture(self, indices: dict[str, int], split: str = "test",
                               show_progress: bool | None = None) -> dict:
@@ -446,6 +457,26 @@ class SearchReport:
 
     def note(self) -> str:
         return "argmax " + ", ".join(self.searcher.genotype())
+
+
+def load_supernet(search_run: str | Path, scratch: str | Path) -> Searcher:
+    """The trained supernet of the search run directory ``search_run`` (its saved config, space copy, cost
+    table and last checkpoint's weights and α) in a :class:`Searcher` whose run directory is ``scratch`` (new;
+    its log and TensorBoard files go there), so that the search's run directory is only read. Its
+    :meth:`~Searcher.evaluate_architecture` scores architectures with the shared weights."""
+    search = open_run_dir(search_run)
+    cfg = from_dict(SearchConfig, search.saved_config())
+    run_space(search)  # a clear error when it is no search's run directory
+    cfg.search.space = str(search.path / SPACE_FILE)
+    checkpoint = search.checkpoints / "last.pt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"'{search.path}' holds no trained supernet yet: {checkpoint} is missing")
+    run = create_run_dir(scratch, "search", cfg)
+    if (search.path / COST_FILE).is_file():  # the search's table: not measured again
+        shutil.copyfile(search.path / COST_FILE, run.path / COST_FILE)
+    searcher = Searcher(cfg, run, show_progress=False)
+    load_model_state(searcher.model, load_checkpoint(checkpoint)["model"], str(checkpoint))
+    return searcher
 
 
 def dcs_step(searcher: Searcher, epoch: int) -> Step:

@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from dcsnas.config import check_key_value
+from dcsnas.config import added_key, check_key_value
 from dcsnas.errors import ConfigError
 from dcsnas.nas.config import SearchConfig
 
@@ -33,13 +33,23 @@ class NNISection:
     """The ``nni`` section of ``search --strategy nni:*``. ``max_trials``: architectures the multi-trial
     strategies (random, evolution) train, each for ``trial_epochs`` (default: ``optim.epochs``) and score by
     mAP. RegularizedEvolution: ``population_size``, ``sample_size``, ``mutation_prob``. One-shot strategies
-    (darts, gumbel-darts) train the supernet once, for ``optim.epochs``."""
+    (darts, gumbel-darts) train the supernet once, for ``optim.epochs``.
+
+    ``evaluator``: ``train`` (each trial trains its network) or ``supernet``: each trial is scored by the
+    trained supernet of the DCS-DNAS search run directory ``supernet`` (shared weights, BatchNorm recalibrated,
+    mAP of retrieval among its architecture split's images, which its weights never trained on), nothing is
+    trained and the space is the supernet's (:mod:`dcsnas.nni.supernet`). ``target_mflops``: random and
+    evolution draw only architectures whose MFLOPs per image lie within ±``flops_band`` (a fraction) of it."""
 
     max_trials: int = 10
     trial_epochs: Optional[int] = None
     population_size: int = 8
     sample_size: int = 4
     mutation_prob: float = 0.05
+    evaluator: Literal["train", "supernet"] = added_key("train")
+    supernet: Optional[str] = added_key(None)
+    target_mflops: Optional[float] = added_key(None, gt=0)
+    flops_band: float = added_key(0.05, gt=0, lt=1)
 
     def __post_init__(self) -> None:
         if self.max_trials < 1 or (self.trial_epochs is not None and self.trial_epochs < 1):
@@ -49,6 +59,9 @@ class NNISection:
                              f"{self.population_size}")
         if not 0 <= self.mutation_prob <= 1:
             raise ValueError(f"mutation_prob must be in [0, 1], got {self.mutation_prob}")
+        if (self.evaluator == "supernet") != (self.supernet is not None):
+            raise ValueError("evaluator = 'supernet' needs supernet (a search's run directory), and supernet is "
+                             f"only read with it; got evaluator = {self.evaluator!r}, supernet = {self.supernet!r}")
 
 
 @dataclass
@@ -60,6 +73,8 @@ class NNISearchConfig(SearchConfig):
     def check_config(self) -> None:
         """The search's rules, and no key of the DCS-DNAS weight steps that NNI's strategies would ignore."""
         super().check_config()
+        if self.nni.evaluator == "supernet":
+            return  # nothing trains: the weight-step keys describe no training here
         for key, value, default in (("sampling", self.search.sampling, "gumbel"),
                                     ("op_weights", self.search.op_weights, "separate")):
             if value != default:

@@ -19,8 +19,10 @@ try:
         import nni
         import pytorch_lightning as pl
         from nni.experiment import Experiment, ExperimentConfig
-        from nni.mutable import Categorical, ensure_frozen, label_scope
+        from nni.mutable import Categorical, Constraint, ensure_frozen, label_scope
+        from nni.mutable.exception import ConstraintViolation
         from nni.nas import strategy
+        from nni.nas.evaluator import Evaluator
         from nni.nas.evaluator.pytorch import Lightning, LightningModule
         from nni.nas.evaluator.pytorch import Trainer as LightningTrainer
         from nni.nas.experiment import NasExperiment
@@ -33,10 +35,10 @@ try:
 except ImportError as exc:
     raise ConfigError(f"NNI is not available ({exc}); install it with: {INSTALL_HINT}") from None
 
-__all__ = ["BaseSuperNetModule", "Categorical", "Experiment", "ExperimentConfig", "LayerChoice", "Lightning",
-           "LightningModule", "LightningTrainer", "ModelSpace", "ModelStatus", "NasExperiment", "NasExperimentConfig",
-           "ParametrizedModule", "TensorBoardLogger", "ensure_frozen", "label_scope", "nni", "nni_quiet", "pl",
-           "strategy"]
+__all__ = ["BaseSuperNetModule", "Categorical", "Constraint", "ConstraintViolation", "Evaluator", "Experiment",
+           "ExperimentConfig", "LayerChoice", "Lightning", "LightningModule", "LightningTrainer", "ModelSpace",
+           "ModelStatus", "NasExperiment", "NasExperimentConfig", "ParametrizedModule", "TensorBoardLogger",
+           "ensure_frozen", "label_scope", "nni", "nni_quiet", "pl", "strategy"]
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 """A search-space file as an NNI ``ModelSpace`` (:class:`ReIDSpace`), its one-shot width mutation, and NNI's
-sample back to our option indices (:func:`sample_indices`).
+sample back to our option indices (:func:`sample_indices`), and :class:`FlopsBand`, the constraint that keeps
+the multi-trial strategies' samples within a FLOPs band.
 
 The model space is built from the blocks of :mod:`dcsnas.models.blocks`, the attentions and the Re-ID
 heads. Every searchable choice of the file is one NNI mutable with the same label (``s1/0/op``) and
@@ -33,6 +34,8 @@ from dcsnas.nas.space import SearchSpace, parse_space
 from dcsnas.nni.deps import (
     BaseSuperNetModule,
     Categorical,
+    Constraint,
+    ConstraintViolation,
     LayerChoice,
     ModelSpace,
     ParametrizedModule,
@@ -147,14 +150,50 @@ def _space_backbone(space: SearchSpace) -> tuple[Backbone, dict[str, nn.Module]]
                                            lambda width: ensure_frozen(build.width(width)))
 
 
+class FlopsBand(Constraint):
+    """NNI constraint: a sample is valid when its architecture's FLOPs per image (``costs``, the space's
+    :class:`~dcsnas.nas.cost.CostModel`) lie within ±``band`` (a fraction) of ``target`` FLOPs. NNI's random
+    and evolution strategies draw and mutate again until a sample satisfies it."""
+
+    def __init__(self, space: SearchSpace, costs: Any, target: float, band: float, mutables: list):
+        self.label = "flops_band"
+        self.space, self.costs, self.target, self.band = space, costs, target, band
+        self.mutables = mutables
+
+    def leaf_mutables(self, is_leaf: Callable) -> Iterator:
+        for mutable in self.mutables:
+            yield from mutable.leaf_mutables(is_leaf)
+        yield self
+
+    def check_contains(self, sample: dict[str, Any]):
+        flops = self.costs.exact(sample_indices(self.space, sample), "flops")
+        if abs(flops / self.target - 1) > self.band:
+            return ConstraintViolation(f"{flops / 1e6:.2f} MFLOPs is outside {self.target / 1e6:.2f} ± "
+                                       f"{100 * self.band:g} %")
+        return None
+
+    def default(self, memo: Optional[dict[str, Any]] = None) -> None:
+        """No check: NNI builds the space's default model (every choice at its first candidate) before any
+        sampling, and that one need not lie in the band; samples are checked in ``random`` and ``freeze``."""
+        return None
+
+    def extra_repr(self) -> str:
+        return f"target={self.target / 1e6:.2f} MFLOPs, band={self.band}"
+
+
 class ReIDSpace(ModelSpace):
     """The NNI model space of a search space (the YAML mapping ``space``) with a Re-ID ``head`` for
-    ``num_classes`` identities; ``forward`` is that of :class:`~dcsnas.models.builder.ReIDModel`."""
+    ``num_classes`` identities; ``forward`` is that of :class:`~dcsnas.models.builder.ReIDModel`.
+    ``flops_band``: ``(costs, target FLOPs, band)``, a :class:`FlopsBand` on the samples."""
 
-    def __init__(self, space: dict[str, Any], num_classes: int, head: str = "bnneck"):
+    def __init__(self, space: dict[str, Any], num_classes: int, head: str = "bnneck",
+                 flops_band: Optional[tuple[Any, float, float]] = None):
         super().__init__()
-        backbone, attentions = _space_backbone(parse_space(space, str(space.get("name", "search space"))))
+        parsed = parse_space(space, str(space.get("name", "search space")))
+        backbone, attentions = _space_backbone(parsed)
         self.model = ReIDModel(backbone, HEADS[head](backbone.out_channels, num_classes), attentions, {})
+        if flops_band is not None:
+            self.add_mutable(FlopsBand(parsed, *flops_band, list(self.simplify().values())))
 
     @property
     def embedding_dim(self) -> int:

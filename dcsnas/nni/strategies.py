@@ -2,7 +2,9 @@
 the same ``arch.json`` as the DCS-DNAS search (:func:`run_nni_search`).
 
 Random and regularized evolution train each sampled architecture with
-:class:`~dcsnas.nni.lightning.ReIDModule` (the engine's losses, our metrics; mAP reported to NNI); DARTS and
+:class:`~dcsnas.nni.lightning.ReIDModule` (the engine's losses, our metrics; mAP reported to NNI), or with
+``nni.evaluator: supernet`` score it by a trained DCS-DNAS supernet (:mod:`dcsnas.nni.supernet`), within a
+FLOPs band with ``nni.target_mflops`` (:class:`~dcsnas.nni.space.FlopsBand`); DARTS and
 GumbelDARTS train the one-shot supernet with it (weight steps on the weight split, architecture steps on the
 architecture split of :func:`~dcsnas.nas.split.split_for_search`). All run in this process (NNI's sequential
 engine), so no NNI manager or web UI is started.
@@ -28,6 +30,7 @@ from dcsnas.nni.deps import ModelStatus, NasExperiment, NasExperimentConfig, nni
 from dcsnas.nni.lightning import ReIDEvaluator
 from dcsnas.nni.space import ReIDSpace, sample_indices
 from dcsnas.nni.summary import write_summary
+from dcsnas.nni.supernet import SupernetEvaluator
 from dcsnas.utils.io import atomic_write_text
 from dcsnas.utils.seed import seed_everything
 
@@ -59,6 +62,9 @@ def _check_search(cfg: NNISearchConfig, strategy: str) -> None:
     if cfg.search.split != "per_identity":
         raise ConfigError("search.split = identity_disjoint: NNI's architecture steps use the full task loss, "
                           "which needs the classifier's identities; use search.split=per_identity")
+    if strategy in ONESHOT and (cfg.nni.evaluator == "supernet" or cfg.nni.target_mflops is not None):
+        raise ConfigError(f"nni.evaluator = supernet and nni.target_mflops apply to nni:random and nni:evolution, "
+                          f"not to the one-shot {strategy}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("dcsnas search --strategy nni:* runs in a single process; start it without torchrun")
     epochs = cfg.nni.trial_epochs or cfg.optim.epochs  # of a trial; τ and the IB warm-up follow them
@@ -66,7 +72,7 @@ def _check_search(cfg: NNISearchConfig, strategy: str) -> None:
         raise ConfigError(f"nni.trial_epochs = {epochs}: the IB term starts at epoch "
                           f"{cfg.loss.ib_start_epoch(epochs)} (loss.ib_warmup_epochs / ib_warmup_ratio), so no "
                           "trial would train with it; raise nni.trial_epochs or lower the warm-up")
-    if strategy not in ONESHOT and cfg.eval.val_identities == 0:
+    if strategy not in ONESHOT and cfg.nni.evaluator == "train" and cfg.eval.val_identities == 0:
         warnings.warn("eval.val_identities = 0: the architectures are ranked by their test-split mAP; hold out "
                       "identities for validation with eval.val_identities")
     if cfg.search.cost.kind != "none":
@@ -80,26 +86,48 @@ def run_nni_search(cfg: NNISearchConfig, run: RunDir, strategy: str, show_progre
     ``metrics.json`` and, for multi-trial strategies, the trials summary. Returns the metrics."""
     _check_search(cfg, strategy)
     seed_everything(cfg.seed)
-    space_data = read_yaml(cfg.search.space)
-    space = parse_space(space_data, cfg.search.space)
+    space_file = Path(cfg.search.space)
+    if cfg.nni.evaluator == "supernet":  # the supernet's own space: its weights are that space's
+        space_file = Path(cfg.nni.supernet) / SPACE_FILE
+        if not space_file.is_file():
+            raise ConfigError(f"nni.supernet = '{cfg.nni.supernet}': not the run directory of a search "
+                              f"({SPACE_FILE} is missing)")
+    space_data = read_yaml(space_file)
+    space = parse_space(space_data, str(space_file))
     run.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.path / SPACE_FILE, Path(cfg.search.space).read_text())
+    atomic_write_text(run.path / SPACE_FILE, space_file.read_text())
     oneshot = strategy in ONESHOT
     with nni_quiet():
-        evaluator = ReIDEvaluator(to_dict(cfg), str(run.path), oneshot, show_progress)
-        model_space = ReIDSpace(space_data, evaluator.datamodule.num_classes, cfg.head)
+        if cfg.nni.evaluator == "supernet":
+            evaluator = SupernetEvaluator.from_run(cfg.nni.supernet, run.path)
+            num_classes, costs = evaluator.searcher.data.num_classes, evaluator.searcher.costs
+        else:
+            evaluator = ReIDEvaluator(to_dict(cfg), str(run.path), oneshot, show_progress)
+            num_classes = evaluator.datamodule.num_classes
+            costs = cached_costs(space, (cfg.data.transforms.height, cfg.data.transforms.width),
+                                 run.path / COST_FILE)
+        band = None if cfg.nni.target_mflops is None else (costs, cfg.nni.target_mflops * 1e6, cfg.nni.flops_band)
+        model_space = ReIDSpace(space_data, num_classes, cfg.head, band)
         config = NasExperimentConfig("sequential", "raw" if oneshot else "simplified",
                                      experiment_working_directory=str((run.path / "nni").resolve()),
                                      max_trial_number=cfg.nni.max_trials)
         experiment = NasExperiment(model_space, evaluator, _strategy(strategy, cfg), config)
         experiment.run()
-        sample = experiment.export_top_models(formatter="dict")[0]
+        top = experiment.export_top_models(formatter="dict")
+        if not top:
+            experiment.stop()
+            band = ("" if cfg.nni.target_mflops is None else f" (or none lies within ±{100 * cfg.nni.flops_band:g} % "
+                    f"of nni.target_mflops = {cfg.nni.target_mflops}: widen nni.flops_band)")
+            raise ConfigError(f"{strategy}: no architecture was evaluated{band}; log: {run.path / 'nni'}")
+        sample = top[0]
         details = (_oneshot_details(experiment) if oneshot else
                    _trials(experiment.strategy.list_models(sort=False, limit=None)))
         experiment.stop()
-    costs = cached_costs(space, (cfg.data.transforms.height, cfg.data.transforms.width), run.path / COST_FILE)
+    if cfg.nni.evaluator == "supernet":
+        evaluator.close()
     arch = derive_arch(space, sample_indices(space, sample), costs,
-                       {**search_info(cfg, space), "strategy": strategy, "nni_experiment": experiment.id})
+                       {**search_info(cfg, space), "strategy": strategy, "nni_experiment": experiment.id,
+                        **({"supernet": str(cfg.nni.supernet)} if cfg.nni.evaluator == "supernet" else {})})
     write_arch(run.arch, arch)
     metrics = {"strategy": strategy, "arch": {"path": str(run.arch), "flops": arch.flops, "params": arch.params},
                "sample": sample, **details}

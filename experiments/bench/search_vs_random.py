@@ -7,7 +7,10 @@ with FLOPs within ±``--band`` of the derived one (:func:`dcsnas.nas.sampling.sa
 seed s, the derived one excluded), retrained with the same recipe and seed; with ``--naswot N``, the NASWOT
 pick: the architecture of highest NASWOT score (Mellor et al. 2021, :func:`dcsnas.nas.proxies.naswot_score`,
 at initialisation with torch seed s on :func:`proxy_batch`) among N more drawn the same way, retrained with
-seed s (a training-free search at the same FLOPs); and the fixed baseline
+seed s (a training-free search at the same FLOPs); with ``--nni-evolution N``, NNI's regularized evolution
+(``dcsnas search --strategy nni:evolution``, population 20, tournaments of 5) over N architectures within the
+same FLOPs band, each scored by the supernet of search s on its architecture split
+(:mod:`dcsnas.nni.supernet`), its pick retrained with seed s; and the fixed baseline
 (``--baseline-config``: the demo's DCS-FB MobileNetV2) trained with seed s. The supernet of search s then
 evaluates the searched and the random architectures with its shared weights after BatchNorm
 recalibration (:meth:`dcsnas.nas.search.Searcher.evaluate_architecture`); Kendall's τ between that mAP and
@@ -25,7 +28,8 @@ the inference network) are those of ``dcsnas compare``. A run that fails is repo
     dcsnas data synth --preset small --out data/synthetic-small
     python experiments/bench/search_vs_random.py --out runs/search-vs-random
     python experiments/bench/search_vs_random.py --quick    # the same pipeline on `tiny` (smoke run)
-    python experiments/bench/search_vs_random.py --out runs/search-vs-random --seeds 10 --random 3 --naswot 100
+    python experiments/bench/search_vs_random.py --out runs/search-vs-random --seeds 10 --random 3 --naswot 100 \
+        --nni-evolution 100
 """
 
 from __future__ import annotations
@@ -54,7 +58,10 @@ QUICK = {"preset": "tiny", "search": DEMO / "quick_search.yaml", "retrain": DEMO
 # Config keys that hold paths: a run that differs from the benchmark's config only there is still its run.
 METRICS = ("mAP", "rank-1", "mINP")
 GROUPS = (("searched", "DCS-DNAS, searched and retrained"), ("random", "random, same space and FLOPs"),
-          ("naswot", "NASWOT pick, same space and FLOPs"), ("baseline", "DCS-FB MobileNetV2 (fixed)"))
+          ("naswot", "NASWOT pick, same space and FLOPs"),
+          ("evolution", "NNI evolution over the supernet, same FLOPs"), ("baseline", "DCS-FB MobileNetV2 (fixed)"))
+EVOLUTION = {"population_size": 20, "sample_size": 5}
+"""NNI regularized evolution's settings in the ``evolution`` group (its ``max_trials``: ``--nni-evolution``)."""
 PROXY_BATCH = 64
 """Training images a training-free score (NASWOT) reads: one fixed batch."""
 NASWOT_STREAM = 1_000_003
@@ -87,6 +94,7 @@ class Bench:
     jobs: int
     threads: int
     naswot: int = 0
+    evolution: int = 0
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
     _costs: dict[int, tuple] = field(default_factory=dict, repr=False)
 
@@ -114,6 +122,11 @@ class Bench:
             if self.naswot:
                 jobs.append(Job(f"naswot-s{s}", "retrain", lambda s=s: self.command(
                     "retrain", f"naswot-s{s}", s, self.naswot_arch(s)), search))
+            if self.evolution:
+                jobs.append(Job(f"nni-evolution-s{s}", "nni", lambda s=s: self.evolution_command(s), search))
+                jobs.append(Job(f"evolution-s{s}", "retrain", lambda s=s: self.command(
+                    "retrain", f"evolution-s{s}", s, self.run_path(f"nni-evolution-s{s}") / "arch.json"),
+                    (f"nni-evolution-s{s}",)))
             jobs.append(Job(f"supernet-s{s}.json", "score", lambda s=s: self.score_command(s), search))
         jobs += [Job(f"baseline-s{s}", "train", lambda s=s: self.command("train", f"baseline-s{s}", s))
                  for s in self.seeds]
@@ -128,6 +141,10 @@ class Bench:
         overrides = [f"seed={seed}", f"threads={self.threads}", f"data.root={self.data.resolve()}", *extra]
         if kind == "search":
             return load_config(SearchConfig, self.configs["search"], overrides), overrides
+        if kind == "nni":
+            from dcsnas.nni.config import NNISearchConfig
+
+            return load_config(NNISearchConfig, self.configs["search"], overrides), overrides
         if kind == "retrain":
             overrides += ["model.backbone=searched", f"model.arch={arch.resolve()}"]
         config = self.configs["retrain" if kind == "retrain" else "baseline"]
@@ -153,6 +170,25 @@ class Bench:
             cmd += ["--arch", str(arch)]
         cmd += [a for o in overrides if not o.startswith("model.") for a in ("--set", o)]
         return [*cmd, "--out", str(run.path), "--no-progress", *(["--resume"] if resume else [])]
+
+    def evolution_command(self, seed: int) -> Optional[list[str]]:
+        """``dcsnas search --strategy nni:evolution`` over the supernet of search ``seed`` within ±band of its
+        derived network's FLOPs, or None when done (an NNI search does not resume: a stopped one starts over)."""
+        from dcsnas.engine.rundir import RunDir, pipeline_step_state
+
+        name = f"nni-evolution-s{seed}"
+        extra = ["nni.evaluator=supernet", f"nni.supernet={self.run_path(f'search-s{seed}')}",
+                 f"nni.target_mflops={self.sample(seed)['target_flops'] / 1e6}", f"nni.flops_band={self.band}",
+                 f"nni.max_trials={self.evolution}", "search.cost.kind=none",
+                 *(f"nni.{k}={v}" for k, v in EVOLUTION.items())]
+        cfg, overrides = self.load_config("nni", seed, None, extra)
+        run = RunDir(self.run_path(name))
+        if pipeline_step_state(run, cfg, True, "benchmark") == "done":
+            return None
+        if run.path.exists():
+            shutil.rmtree(run.path)
+        return ["-m", "dcsnas.cli", "search", "--strategy", "nni:evolution", "--config", str(self.configs["search"]),
+                *(a for o in overrides for a in ("--set", o)), "--out", str(run.path), "--no-progress"]
 
     def score_command(self, seed: int) -> Optional[list[str]]:
         result = self.run_path(f"supernet-s{seed}.json")
@@ -341,13 +377,14 @@ class Bench:
         for s in self.seeds:
             searched = entry(f"searched-s{s}")
             randoms = [e for e in (entry(f"random-s{s}-{r}") for r in range(self.random)) if e is not None]
-            baseline, naswot = entry(f"baseline-s{s}"), entry(f"naswot-s{s}")
+            baseline, naswot, evolution = entry(f"baseline-s{s}"), entry(f"naswot-s{s}"), entry(f"evolution-s{s}")
             groups["searched"] += [searched] if searched else []
             groups["random"] += randoms
             groups["naswot"] += [naswot] if naswot else []
+            groups["evolution"] += [evolution] if evolution else []
             groups["baseline"] += [baseline] if baseline else []
             record: dict[str, Any] = {"seed": s, "searched": searched, "random": randoms, "naswot": naswot,
-                                      "baseline": baseline}
+                                      "evolution": evolution, "baseline": baseline}
             if searched and randoms:
                 maps = [e["mAP"] for e in randoms]
                 record.update(rank=rank_among(searched["mAP"], maps), of=len(maps) + 1,
@@ -372,6 +409,7 @@ class Bench:
         ranked = [r for r in seeds if "rank" in r]
         others = {"random": lambda r: r.get("random_mean_mAP"),
                   "naswot": lambda r: (r["naswot"] or {}).get("mAP"),
+                  "evolution": lambda r: (r["evolution"] or {}).get("mAP"),
                   "baseline": lambda r: (r["baseline"] or {}).get("mAP")}
         paired = {}
         for group, value in others.items():
@@ -424,29 +462,18 @@ def score_with_supernet(search_run: Path, archs: Sequence[dict[str, int]], scrat
     ``search_run`` (its last checkpoint) with the shared weights, after BatchNorm recalibration of each path on
     the search's training batches. ``scratch`` receives the scratch run directory the evaluation needs (its
     logger), so the search's own run directory is left as it was."""
-    from dcsnas.config import from_dict
-    from dcsnas.engine.checkpoint import load_checkpoint, load_model_state
-    from dcsnas.engine.rundir import create_run_dir, open_run_dir
-    from dcsnas.nas.config import SearchConfig
-    from dcsnas.nas.search import COST_FILE, SPACE_FILE, Searcher
+    from dcsnas.nas.search import load_supernet
 
-    search = open_run_dir(search_run)
-    cfg = from_dict(SearchConfig, search.saved_config())
-    cfg.search.space = str(search.path / SPACE_FILE)
     if scratch.exists():
         shutil.rmtree(scratch)
-    run = create_run_dir(scratch, "search", cfg)
-    if (search.path / COST_FILE).is_file():  # the search's table: not measured again
-        shutil.copyfile(search.path / COST_FILE, run.path / COST_FILE)
-    searcher = Searcher(cfg, run, show_progress=False)
-    checkpoint = search.checkpoints / "last.pt"
-    load_model_state(searcher.model, load_checkpoint(checkpoint)["model"], str(checkpoint))
+    searcher = load_supernet(search_run, scratch)
 
     def score(indices: dict[str, int]) -> dict[str, float]:
         result = searcher.evaluate_architecture(indices, "test", show_progress=False)
         return {k: v for k, v in result.items() if k != "cmc"}
 
-    out = {"checkpoint": str(checkpoint), "bn_recalibration_batches": cfg.search.bn_recalibration_batches,
+    out = {"checkpoint": str(Path(search_run) / "checkpoints" / "last.pt"),
+           "bn_recalibration_batches": searcher.cfg.search.bn_recalibration_batches,
            "scores": [score(a) for a in archs]}
     searcher.logger.close()
     shutil.rmtree(scratch)
@@ -498,7 +525,8 @@ def markdown(result: dict[str, Any], info: dict[str, Any]) -> str:
               f"searched − random mean: {'–' if margin is None else f'{margin:+.1f}'} mAP points (goal ≥ +1.0).",
               "", "| searched − | seeds | mean ± std (mAP points) | paired t | p (t) | p (Wilcoxon) |",
               "|---|---|---|---|---|---|"]
-    titles = {"random": "random (its seed's mean)", "naswot": "NASWOT pick", "baseline": "DCS-FB (fixed)"}
+    titles = {"random": "random (its seed's mean)", "naswot": "NASWOT pick", "evolution": "NNI evolution pick",
+              "baseline": "DCS-FB (fixed)"}
     for group, title in titles.items():
         test = result["paired"][group]
         if test["n"]:
@@ -543,6 +571,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--search-config", type=Path)
     parser.add_argument("--retrain-config", type=Path, help="recipe of the searched and random networks")
     parser.add_argument("--baseline-config", type=Path, help="the fixed baseline's training config")
+    parser.add_argument("--nni-evolution", type=int, default=0, help="NNI regularized evolution over each seed's "
+                        "supernet with this many trials (e.g. 100; default 0: no evolution group; needs NNI)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (its config's threads)")
     parser.add_argument("--score-worker", nargs=3, metavar=("SEARCH_RUN", "ARCHS", "OUT"), help=argparse.SUPPRESS)
@@ -565,15 +595,18 @@ def main(argv: list[str] | None = None) -> dict:
     configs = {k: (getattr(args, f"{k}_config") or defaults[k]).resolve() for k in ("search", "retrain", "baseline")}
     seeds = _seeds(args.seeds, defaults["seeds"])
     count = args.random if args.random is not None else defaults["random"]
-    if args.naswot < 0:
-        parser.error(f"--naswot {args.naswot}: expected a count >= 0")
-    bench = Bench(out, data, configs, seeds, count, args.band, args.jobs, args.threads, args.naswot)
+    for flag, value in (("--naswot", args.naswot), ("--nni-evolution", args.nni_evolution)):
+        if value < 0:
+            parser.error(f"{flag} {value}: expected a count >= 0")
+    bench = Bench(out, data, configs, seeds, count, args.band, args.jobs, args.threads, args.naswot,
+                  args.nni_evolution)
     tic = time.perf_counter()
     ensure_data(data, preset, bench.log)
     jobs = bench.run()
     result = bench.results(jobs)
     info = {"preset": preset, "data": str(data), "out": str(out), "seeds": seeds, "random": count,
-            "naswot": args.naswot, "band": args.band, "jobs": args.jobs, "threads": args.threads,
+            "naswot": args.naswot, "nni_evolution": args.nni_evolution, "band": args.band, "jobs": args.jobs,
+            "threads": args.threads,
             "configs": {k: str(v.relative_to(REPOSITORY)) if v.is_relative_to(REPOSITORY) else str(v)
                         for k, v in configs.items()},
             "seconds": round(time.perf_counter() - tic, 1)}
