@@ -143,6 +143,10 @@ def test_quick_benchmark_runs_end_to_end_and_resumes_from_the_table(tmp_path, ti
     bench = _bench_module()
     md = tmp_path / "table.md"
     argv = ["--quick", "--out", str(tmp_path / "bench"), "--data", str(tiny_data), "--markdown", str(md), "--jobs", "1"]
+    nothing = bench.main([*argv, "--report"])  # trains nothing: no architecture is complete yet
+    assert nothing["jobs"] == [] and nothing["complete_archs"] == 0 and nothing["retrained_runs"] == 0
+    assert not list((tmp_path / "bench").glob("arch*-s*"))
+    capsys.readouterr()
     result = bench.main(argv)
     assert [j["status"] for j in result["jobs"]] == ["done"] * 10
     assert result["complete_archs"] == 4 and result["retrained_runs"] == 8
@@ -160,3 +164,4 @@ def test_quick_benchmark_runs_end_to_end_and_resumes_from_the_table(tmp_path, ti
             shutil.rmtree(run)
     again = bench.main(argv)
     assert again["jobs"] == [] and again["groups"] == result["groups"]
+    assert bench.main([*argv, "--report"])["groups"] == result["groups"]

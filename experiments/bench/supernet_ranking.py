@@ -36,6 +36,7 @@ writes the table of groups.
     dcsnas data synth --preset small --out data/synthetic-small
     python experiments/bench/supernet_ranking.py --out runs/supernet-ranking --markdown runs/supernet-ranking/table.md
     python experiments/bench/supernet_ranking.py --quick    # the same pipeline on `tiny`: about a minute
+    python experiments/bench/supernet_ranking.py --report   # the figures of what is done so far; trains nothing
 
 Time: a retraining of the small recipe takes about 4 minutes on one CPU thread, so the ground truth of
 40 architectures × 2 seeds is 5–6 hours of one thread (about half of that with ``--jobs 2`` on two free cores);
@@ -518,6 +519,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--search-config", type=Path)
     parser.add_argument("--retrain-config", type=Path)
     parser.add_argument("--markdown", type=Path, help="write the table of groups here")
+    parser.add_argument("--report", action="store_true", help="train nothing: the table of what is done so far "
+                        "(the architectures whose seeds are all retrained, the supernets already scored)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--score-worker", nargs=3, metavar=("SEARCH_RUN", "REQUEST", "OUT"), help=argparse.SUPPRESS)
@@ -547,7 +550,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(2) from None
     tic = time.perf_counter()
     svr.ensure_data(data, preset, bench.log)
-    jobs = bench.run()
+    jobs = [] if args.report else bench.run()
     result = {"space": bench.space.name, "preset": preset, "data": str(data), "out": str(out),
               "configs": {k: _relative(v) for k, v in configs.items()}, "modes": bench.modes,
               **bench.results(jobs), "seconds": round(time.perf_counter() - tic, 1)}
