@@ -18,8 +18,8 @@ from dcsnas.errors import ConfigError
 from dcsnas.nni.config import INSTALL_HINT, NNISearchConfig, TuneConfig, check_trial_keys
 from dcsnas.nni.summary import write_summary
 
-NNI_MODULES = ["dcsnas.nni.deps", "dcsnas.nni.space", "dcsnas.nni.lightning", "dcsnas.nni.strategies",
-               "dcsnas.nni.tune"]  # the modules that import NNI
+NNI_MODULES = ["dcsnas.nni.deps", "dcsnas.nni.space", "dcsnas.nni.lightning", "dcsnas.nni.supernet",
+               "dcsnas.nni.strategies", "dcsnas.nni.tune"]  # the modules that import NNI
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNE_TINY = ROOT / "experiments/cpu/tune_tiny.yaml"
